@@ -1,0 +1,157 @@
+"""Rewrite ML.PREDICT into plain DuckDB SQL over the model's scalar function.
+
+`ML.PREDICT(MODEL m, (q), STRUCT(0.6 AS threshold))` becomes
+
+    (SELECT * EXCLUDE (__sqlml_out), __sqlml_out.*
+     FROM (SELECT *, "m"(col_a, col_b) AS __sqlml_out FROM (q) AS __sqlml_in))
+
+so every input column passes through and the model's outputs follow as columns. Inputs are
+matched to query columns by name (case-insensitively, as in BigQuery) and type-checked first.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlglot import exp
+
+from sqlml.dialect import Sqlml
+from sqlml.errors import ModelInputError, SqlCompileError
+from sqlml.names import ModelRef
+from sqlml.sqltext import model_ref, parse, struct_options
+from sqlml.udf import ModelFunction
+
+OUT = "__sqlml_out"
+_NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+    "BOOLEAN",
+)
+
+
+class Binder(Protocol):
+    """What the rewrite needs from a live database: model functions and query columns."""
+
+    def model_function(self, ref: ModelRef) -> tuple[str, ModelFunction]: ...
+
+    def query_columns(self, sql: str) -> list[tuple[str, str]]: ...
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def has_predict(tree: exp.Expression) -> bool:
+    return tree.find(exp.Predict) is not None
+
+
+def rewrite(tree: exp.Expression, binder: Binder) -> exp.Expression:
+    """Replace every ML.PREDICT (innermost first) with its DuckDB subquery."""
+    while True:
+        innermost = [
+            p
+            for p in tree.find_all(exp.Predict)
+            if p.this.find(exp.Predict) is None
+            and (p.expression is None or p.expression.find(exp.Predict) is None)
+        ]
+        if not innermost:
+            return tree
+        for predict in innermost:
+            replacement = predict_subquery(predict, binder)
+            holder = predict.parent if isinstance(predict.parent, exp.Table) else predict
+            alias = holder.args.get("alias") if holder is not predict else None
+            replacement.set("alias", alias or exp.TableAlias(this=exp.to_identifier("ml_predict")))
+            holder.replace(replacement)
+
+
+def input_query_sql(source: exp.Expression | None) -> str:
+    """SQL text of ML.PREDICT's second argument: `(query)` or `TABLE t`."""
+    if isinstance(source, exp.Subquery):
+        return source.this.sql(dialect=Sqlml)
+    if isinstance(source, exp.Table):
+        return f"SELECT * FROM {source.sql(dialect=Sqlml)}"
+    raise SqlCompileError("ML.PREDICT needs a query in parentheses or TABLE name as input")
+
+
+def predict_subquery(predict: exp.Predict, binder: Binder) -> exp.Subquery:
+    ref = model_ref(predict.this)
+    options = struct_options(predict.args.get("params_struct"), f"ML.PREDICT(MODEL {ref})")
+    unknown = set(options) - {"threshold", "keep_original_columns"}
+    if unknown:
+        raise SqlCompileError(f"ML.PREDICT(MODEL {ref}): unknown option(s) {sorted(unknown)}")
+    inner = input_query_sql(predict.expression)
+    function_name, function = binder.model_function(ref)
+    arguments = bind_inputs(str(ref), function, binder.query_columns(inner))
+    sql = (
+        f"SELECT * EXCLUDE ({OUT}), {OUT}.* FROM "
+        f"(SELECT *, {quote(function_name)}({', '.join(arguments)}) AS {OUT} "
+        f"FROM ({inner}) AS __sqlml_in)"
+    )
+    if options.get("threshold") is not None:
+        sql = f"SELECT * REPLACE ({threshold_expression(str(ref), function, options['threshold'])}) FROM ({sql})"
+    return exp.Subquery(this=parse(sql))
+
+
+def bind_inputs(ref: str, function: ModelFunction, columns: list[tuple[str, str]]) -> list[str]:
+    """Quoted column names for each model input, in the function's argument order."""
+    by_name = {name.lower(): (name, type_) for name, type_ in columns}
+    arguments = []
+    for tensor in function.signature.inputs:
+        found = by_name.get(tensor.name.lower())
+        if found is None:
+            available = ", ".join(name for name, _ in columns)
+            raise ModelInputError(
+                f"model {ref}: input column {tensor.name!r} is missing from the query "
+                f"(columns: {available})"
+            )
+        name, column_type = found
+        check_type(
+            ref, tensor.name, tensor.dtype, tensor.is_scalar or tensor.width == -1, column_type
+        )
+        arguments.append(f"__sqlml_in.{quote(name)}")
+    return arguments
+
+
+def check_type(ref: str, column: str, dtype: str, scalar: bool, column_type: str) -> None:
+    upper = column_type.upper()
+    is_list = upper.endswith("]")
+    base = upper[: upper.index("[")] if is_list else upper
+    wants = "VARCHAR" if dtype == "string" else "a number"
+    ok_base = base == "VARCHAR" if dtype == "string" else base.startswith(_NUMERIC)
+    if is_list == scalar or not ok_base:
+        shape = "" if scalar else " list"
+        raise ModelInputError(
+            f"model {ref}: input column {column!r} has type {column_type}, "
+            f"expected {wants}{shape} ({dtype})"
+        )
+
+
+def threshold_expression(ref: str, function: ModelFunction, threshold: object) -> str:
+    layout = function.layout
+    if not layout.is_binary or layout.predicted is None:
+        raise SqlCompileError(
+            f"ML.PREDICT(MODEL {ref}): threshold applies to binary classifiers with a known "
+            "label; register the model with label=... and two classes"
+        )
+    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise SqlCompileError(
+            f"ML.PREDICT(MODEL {ref}): threshold must be in [0, 1], got {threshold!r}"
+        )
+    negative, positive = (exp.convert(c).sql(dialect=Sqlml) for c in function.signature.classes)
+    probs = quote(layout.predicted_probs)
+    return (
+        f"CASE WHEN {probs} IS NULL THEN NULL WHEN {probs}[2].prob > {float(threshold)!r} "
+        f"THEN {positive} ELSE {negative} END "
+        f"AS {quote(layout.predicted)}"
+    )

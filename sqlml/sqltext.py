@@ -1,0 +1,115 @@
+"""Small helpers over SQL text and sqlglot trees shared by the rewrites."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+from sqlglot.tokens import TokenType
+
+from sqlml.dialect import Sqlml
+from sqlml.errors import SqlCompileError
+from sqlml.names import ModelRef
+
+_ML_TOKENS = {TokenType.MODEL}
+
+
+def split_statements(text: str) -> list[str]:
+    """Split on top-level semicolons (strings and comments respected by the tokenizer)."""
+    try:
+        tokens = Sqlml().tokenize(text)
+    except Exception:  # leave untokenizable text whole: DuckDB will report it
+        return [text] if text.strip() else []
+    pieces, start = [], 0
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            pieces.append(text[start : token.start])
+            start = token.end + 1
+    pieces.append(text[start:])
+    return [p.strip() for p in pieces if p.strip()]
+
+
+def mentions_ml(text: str) -> bool:
+    """True when a statement uses sqlml syntax (MODEL keyword or an ML.* function)."""
+    try:
+        tokens = Sqlml().tokenize(text)
+    except Exception:
+        return False
+    for i, token in enumerate(tokens):
+        if token.token_type in _ML_TOKENS:
+            return True
+        if (
+            token.text.upper() == "ML"
+            and i + 1 < len(tokens)
+            and tokens[i + 1].token_type == TokenType.DOT
+        ):
+            return True
+    return False
+
+
+def parse(text: str) -> exp.Expression:
+    try:
+        return sqlglot.parse_one(text, read=Sqlml)
+    except ParseError as error:
+        raise SqlCompileError(f"cannot parse SQL: {error}") from None
+
+
+def model_ref(node: exp.Expression) -> ModelRef:
+    """The model named by `MODEL x` (a Table node); dataset-qualified names are refused."""
+    if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
+        raise SqlCompileError(f"expected a model name after MODEL, got {node.sql()!r}")
+    if node.args.get("db") or node.args.get("catalog"):
+        raise SqlCompileError(
+            f"model {node.sql(dialect=Sqlml)}: write the bare model name; the BigQuery "
+            "dataset is added when compiling (--dataset)"
+        )
+    return ModelRef.parse(node.name)
+
+
+def literal_value(node: exp.Expression) -> Any:
+    """A Python value from a literal, an ARRAY/list of literals, TRUE/FALSE or NULL."""
+    if isinstance(node, exp.Literal):
+        return (
+            node.this
+            if node.is_string
+            else float(node.this)
+            if "." in node.this or "e" in node.this.lower()
+            else int(node.this)
+        )
+    if isinstance(node, exp.Boolean):
+        return node.this
+    if isinstance(node, exp.Null):
+        return None
+    if isinstance(node, exp.Neg):
+        return -literal_value(node.this)
+    if isinstance(node, exp.Array):
+        return [literal_value(e) for e in node.expressions]
+    raise SqlCompileError(f"expected a literal value, got {node.sql()!r}")
+
+
+def struct_options(node: exp.Expression | None, what: str) -> dict[str, Any]:
+    """`STRUCT(0.6 AS threshold)` or `{'threshold': 0.6}` as a dict of lower-cased names."""
+    if node is None:
+        return {}
+    if not isinstance(node, exp.Struct):
+        raise SqlCompileError(f"{what}: expected STRUCT(value AS name, ...), got {node.sql()!r}")
+    options = {}
+    for item in node.expressions:
+        if isinstance(item, exp.PropertyEQ):
+            key = item.this.name
+            options[key.lower()] = literal_value(item.expression)
+        else:
+            raise SqlCompileError(f"{what}: every STRUCT field needs a name ({item.sql()!r})")
+    return options
+
+
+def property_options(create: exp.Create) -> dict[str, Any]:
+    """OPTIONS(key=value, ...) of a CREATE MODEL statement, keys lower-cased."""
+    props = create.args.get("properties")
+    options = {}
+    for prop in props.expressions if props else []:
+        if isinstance(prop, exp.Property):
+            options[prop.name.lower()] = literal_value(prop.args["value"])
+    return options

@@ -6,6 +6,7 @@ hashed, verified and unpacked anywhere. Unpacking refuses members that would esc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -52,8 +53,6 @@ def unpack_archive(data: bytes, model: str) -> Path:
                 )
         archive.extractall(staging)
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with contextlib.suppress(OSError):  # another process unpacked the same content first
         os.replace(staging, target)
-    except OSError:  # another process unpacked the same content first
-        pass
     return target if target.is_dir() else staging

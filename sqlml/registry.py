@@ -155,7 +155,7 @@ class Registry:
         return ModelVersion(name, latest + 1, fmt, signature, label, nulls, digest)
 
     def _run(self, sql: str, params: list | None = None) -> list[tuple]:
-        """Execute and fetch to the end: DuckDB keeps a connection busy until a result is drained."""
+        """Execute and fetch all: DuckDB keeps a connection busy until a result is drained."""
         return (
             self.con.execute(sql, params).fetchall() if params else self.con.execute(sql).fetchall()
         )
@@ -207,8 +207,16 @@ class Registry:
         return f"model {ref.name} has no alias {ref.alias!r} (aliases: {aliases})"
 
     def artifact(self, version: ModelVersion) -> bytes:
-        """The artifact bytes, verified against the sha256 recorded at registration."""
-        row = self._first("SELECT data FROM sqlml.artifacts WHERE sha256 = ?", [version.sha256])
+        """The artifact bytes, verified against the sha256 recorded at registration.
+
+        Read through a separate cursor: this also runs inside a model function, while DuckDB
+        is executing a query on the main connection.
+        """
+        with self.con.cursor() as cursor:
+            rows = cursor.execute(
+                "SELECT data FROM sqlml.artifacts WHERE sha256 = ?", [version.sha256]
+            ).fetchall()
+        row = rows[0] if rows else None
         if row is None:
             raise ArtifactError(f"model {version.ref}: artifact {version.sha256[:12]} is missing")
         data = bytes(row[0])

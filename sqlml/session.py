@@ -75,7 +75,7 @@ class Database:
         if isinstance(tree, exp.Create) and tree.kind == "MODEL":
             return self._create_model(tree)
         if isinstance(tree, exp.Drop) and tree.kind == "MODEL":
-            for table in tree.expressions:
+            for table in tree.args.get("tables") or [tree.this]:
                 self.drop_model(table.name, missing_ok=bool(tree.args.get("exists")))
             return None
         if not duckdb_rewrite.has_predict(tree):
@@ -89,7 +89,7 @@ class Database:
         if tree.expression is not None:
             raise SqlCompileError(
                 f"CREATE MODEL {name} ... AS SELECT (training) is not supported yet; "
-                "import a trained model with OPTIONS(model_type='onnx'|'tensorflow', model_path=...)"
+                "import a trained model: OPTIONS(model_type='onnx'|'tensorflow', model_path=...)"
             )
         model_type = str(options.pop("model_type", "")).lower()
         path = options.pop("model_path", None)
@@ -132,7 +132,7 @@ class Database:
         format: str | None = None,
         must_be_new: bool = False,
     ) -> ModelVersion:
-        """Add a new version of `name` from an .onnx file, SavedModel folder, sklearn or Keras model.
+        """Add a version of `name` from an .onnx file, SavedModel folder, sklearn or Keras model.
 
         `label` names the target column (adds `predicted_<label>` columns); `classes` gives class
         labels when the artifact does not carry them (Keras); `nulls` is what a NULL input does:

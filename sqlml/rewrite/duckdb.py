@@ -99,7 +99,8 @@ def predict_subquery(predict: exp.Predict, binder: Binder) -> exp.Subquery:
         f"FROM ({inner}) AS __sqlml_in)"
     )
     if options.get("threshold") is not None:
-        sql = f"SELECT * REPLACE ({threshold_expression(str(ref), function, options['threshold'])}) FROM ({sql})"
+        replaced = threshold_expression(str(ref), function, options["threshold"])
+        sql = f"SELECT * REPLACE ({replaced}) FROM ({sql})"
     return exp.Subquery(this=parse(sql))
 
 

@@ -1,0 +1,123 @@
+"""Bad input at query time: a clear error naming the model/column, and nothing changed."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pytest
+from conftest import PROBA_TOL
+
+from sqlml.errors import ModelInputError, ModelNotFoundError, SqlCompileError
+
+
+def test_unknown_model_version_and_alias(cancer_db):
+    with pytest.raises(ModelNotFoundError, match=r"unknown model 'churn' \(registered: cancer\)"):
+        cancer_db.sql("SELECT * FROM ML.PREDICT(MODEL churn, TABLE patients)")
+    with pytest.raises(ModelNotFoundError, match=r"model cancer has no version 9 \(versions: \[1\]\)"):
+        cancer_db.sql("SELECT * FROM ML.PREDICT(MODEL `cancer@9`, TABLE patients)")
+    with pytest.raises(ModelNotFoundError, match="model cancer has no alias 'prod'"):
+        cancer_db.predict("cancer@prod", "patients")
+
+
+def test_missing_input_column_is_named(cancer_db):
+    with pytest.raises(ModelInputError, match=r"model cancer: input column 'mean_texture' is missing"):
+        cancer_db.sql(
+            "SELECT * FROM ML.PREDICT(MODEL cancer, "
+            "(SELECT * EXCLUDE (mean_texture) FROM patients))"
+        )
+
+
+def test_wrong_column_type_is_named(cancer_db):
+    with pytest.raises(
+        ModelInputError, match=r"model cancer: input column 'mean_area' has type VARCHAR"
+    ):
+        cancer_db.sql(
+            "SELECT * FROM ML.PREDICT(MODEL cancer, "
+            "(SELECT * REPLACE (mean_area::VARCHAR AS mean_area) FROM patients))"
+        )
+
+
+def test_integer_and_decimal_columns_are_accepted(cancer_db, cancer, cancer_lr):
+    X, _ = cancer
+    out = cancer_db.sql(
+        "SELECT probabilities FROM ML.PREDICT(MODEL cancer, "
+        "(SELECT * REPLACE (mean_area::DECIMAL(12, 4) AS mean_area) FROM patients ORDER BY id))"
+    ).df()
+    probs = np.stack(out["probabilities"].to_numpy())
+    assert np.abs(probs - cancer_lr.predict_proba(X)).max() < 1e-4  # DECIMAL rounding of inputs
+
+
+def test_null_features_give_null_predictions_by_default(cancer_db, cancer, cancer_lr):
+    X, _ = cancer
+    out = cancer_db.sql(
+        "SELECT id, label, probabilities, predicted_malignant FROM ML.PREDICT(MODEL cancer, "
+        "(SELECT * REPLACE (CASE WHEN id % 7 = 0 THEN NULL ELSE mean_radius END AS mean_radius) "
+        "FROM patients)) ORDER BY id"
+    ).df()
+    nulls = out["id"] % 7 == 0
+    assert out.loc[nulls, "probabilities"].isna().all()
+    assert out.loc[nulls, "predicted_malignant"].isna().all()
+    kept = out.loc[~nulls]
+    expected = cancer_lr.predict_proba(X)[~nulls.to_numpy()]
+    assert np.abs(np.stack(kept["probabilities"].to_numpy()) - expected).max() < PROBA_TOL
+    # with a threshold the NULL rows stay NULL too (not the negative class)
+    thresholded = cancer_db.sql(
+        "SELECT id, predicted_malignant FROM ML.PREDICT(MODEL cancer, "
+        "(SELECT * REPLACE (CASE WHEN id % 7 = 0 THEN NULL ELSE mean_radius END AS mean_radius) "
+        "FROM patients), STRUCT(0.3 AS threshold)) ORDER BY id"
+    ).df()
+    assert thresholded.loc[nulls.to_numpy(), "predicted_malignant"].isna().all()
+
+
+def test_null_policy_error_names_the_column(db, cancer, cancer_lr):
+    X, _ = cancer
+    db.register_model("strict", cancer_lr, nulls="error")
+    db.con.register("frame", X.assign(id=np.arange(len(X))))
+    query = (
+        "SELECT * FROM ML.PREDICT(MODEL strict, (SELECT * REPLACE "
+        "(CASE WHEN id = 3 THEN NULL ELSE worst_area END AS worst_area) FROM frame))"
+    )
+    with pytest.raises(duckdb.Error, match=r"model strict@1: input column 'worst_area' has NULL"):
+        db.sql(query).fetchall()
+    # the connection stays usable after the failed query
+    assert db.sql("SELECT count(*) FROM frame").fetchall() == [(len(X),)]
+
+
+def test_null_policy_nan_feeds_missing_values_to_the_model(db, cancer):
+    """HistGradientBoosting handles NaN itself: nulls='nan' lets it see missing values."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = cancer
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    db.register_model("forest", model, nulls="nan")
+    db.con.register("frame", X)
+    out = db.sql("SELECT * FROM ML.PREDICT(MODEL forest, TABLE frame)").df()
+    assert out["probabilities"].notna().all()
+
+
+def test_threshold_and_option_errors(db, iris, iris_lr, cancer_db):
+    X, _ = iris
+    db.register_model("species", iris_lr, label="species")
+    db.con.register("iris_frame", X)
+    with pytest.raises(SqlCompileError, match="threshold applies to binary classifiers"):
+        db.sql("SELECT * FROM ML.PREDICT(MODEL species, TABLE iris_frame, STRUCT(0.5 AS threshold))")
+    with pytest.raises(SqlCompileError, match=r"unknown option\(s\) \['treshold'\]"):
+        cancer_db.sql(
+            "SELECT * FROM ML.PREDICT(MODEL cancer, TABLE patients, STRUCT(0.5 AS treshold))"
+        )
+    with pytest.raises(SqlCompileError, match=r"threshold must be in \[0, 1\]"):
+        cancer_db.sql(
+            "SELECT * FROM ML.PREDICT(MODEL cancer, TABLE patients, STRUCT(1.5 AS threshold))"
+        )
+
+
+def test_unparseable_ml_sql_and_qualified_model_names(cancer_db):
+    with pytest.raises(SqlCompileError, match="cannot parse SQL"):
+        cancer_db.sql("SELECT * FROM ML.PREDICT(MODEL cancer, (SELECT FROM))")
+    with pytest.raises(SqlCompileError, match="write the bare model name"):
+        cancer_db.sql("SELECT * FROM ML.PREDICT(MODEL mydataset.cancer, TABLE patients)")
+
+
+def test_scalar_function_wrong_argument_types_name_the_model(cancer_db):
+    with pytest.raises(duckdb.Error, match="cancer"):
+        cancer_db.sql("SELECT cancer('a', 'b') FROM patients").fetchall()

@@ -1,0 +1,176 @@
+"""The catalog inside the .duckdb file: versions, aliases, signatures, sha256, transactions."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import numpy as np
+import pytest
+from conftest import PROBA_TOL
+from skl2onnx import to_onnx
+
+import sqlml
+from sqlml.errors import ArtifactError, InvalidNameError, ModelNotFoundError, SqlmlError
+
+
+def catalog_state(db: sqlml.Database) -> list:
+    """Everything the registry stores, to prove a failed operation changed nothing."""
+    return [
+        db.con.execute(f"SELECT * FROM sqlml.{table} ORDER BY ALL").fetchall()
+        for table in ("model_versions", "model_aliases", "artifacts")
+    ]
+
+
+def test_versions_aliases_and_catalog_sql(db, cancer_lr, cancer_gb):
+    v1 = db.register_model("cancer", cancer_lr, label="malignant", description="baseline")
+    v2 = db.register_model("cancer", cancer_gb, label="malignant")
+    assert (v1.version, v2.version) == (1, 2)
+    db.set_alias("cancer", "champion", 1)
+    row = db.sql(
+        "SELECT model, latest_version, versions, aliases, format, label, inputs[1], outputs, classes "
+        "FROM sqlml.models"
+    ).fetchall()[0]
+    assert row[:3] == ("cancer", 2, 2)
+    assert row[3] == {"champion": 1}
+    assert row[4:7] == ("onnx", "malignant", "mean_radius")
+    assert row[7] == ["label", "probabilities"]
+    assert json.loads(row[8]) == [0, 1]
+    versions = db.sql(
+        "SELECT version, sha256, size_bytes > 0, description FROM sqlml.model_versions "
+        "ORDER BY version"
+    ).fetchall()
+    assert [v[0] for v in versions] == [1, 2]
+    assert versions[0][1] == v1.sha256 and versions[0][3] == "baseline"
+    assert db.model("cancer@champion").version == 1
+
+
+def test_catalog_and_functions_persist_across_connections(tmp_path, cancer, cancer_lr):
+    X, _ = cancer
+    path = tmp_path / "persist.duckdb"
+    with sqlml.connect(path) as db:
+        db.register_model("cancer", cancer_lr, label="malignant")
+        db.set_alias("cancer", "prod", 1)
+    with sqlml.connect(path) as db:  # a new process would see the same: all state is in the file
+        db.con.register("frame", X)
+        args = ", ".join(X.columns)
+        got = db.sql(f'SELECT "cancer@prod"({args}).probabilities[2] FROM frame').fetchnumpy()
+        p1 = next(iter(got.values()))
+        assert np.abs(p1 - cancer_lr.predict_proba(X)[:, 1]).max() < PROBA_TOL
+
+
+def test_register_from_onnx_file_and_create_model_sql(db, tmp_path, cancer, cancer_lr):
+    X, _ = cancer
+    path = tmp_path / "cancer.onnx"
+    onx = to_onnx(cancer_lr, X.to_numpy()[:1], options={"zipmap": False})  # one matrix input "X"
+    path.write_bytes(onx.SerializeToString())
+    result = db.sql(
+        f"CREATE MODEL raw OPTIONS(model_type='onnx', model_path='{path}', "
+        "input_label_cols=['malignant'])"
+    ).fetchall()
+    assert result == [("raw", 1)]
+    version = db.model("raw")
+    assert [t.name for t in version.signature.inputs] == ["X"]
+    assert version.signature.inputs[0].shape == (None, 30)
+    assert version.signature.classes == (0, 1) and version.label == "malignant"
+    # a [None, 30] input is fed from a list column named after the input
+    db.con.register("frame", X)
+    cols = ", ".join(X.columns)
+    out = db.sql(f"SELECT * FROM ML.PREDICT(MODEL raw, (SELECT [{cols}] AS X FROM frame))").df()
+    probs = np.stack(out["probabilities"].to_numpy())
+    assert np.abs(probs - cancer_lr.predict_proba(X)).max() < PROBA_TOL
+    with pytest.raises(SqlmlError, match="already exists"):
+        db.sql(f"CREATE MODEL raw OPTIONS(model_type='onnx', model_path='{path}')")
+    db.sql(f"CREATE OR REPLACE MODEL raw OPTIONS(model_type='onnx', model_path='{path}')")
+    db.sql(f"CREATE MODEL IF NOT EXISTS raw OPTIONS(model_type='onnx', model_path='{path}')")
+    assert db.model("raw").version == 2
+    db.sql("DROP MODEL raw")
+    db.sql("DROP MODEL IF EXISTS raw")
+    assert "raw" not in db.registry.names()
+    with pytest.raises(ModelNotFoundError, match="raw"):
+        db.sql("DROP MODEL raw")
+
+
+def test_tampered_artifact_is_refused_at_load(tmp_path, cancer, cancer_lr):
+    path = tmp_path / "tamper.duckdb"
+    with sqlml.connect(path) as db:
+        version = db.register_model("cancer", cancer_lr)
+    con = duckdb.connect(str(path))
+    con.execute(
+        "UPDATE sqlml.artifacts SET data = data || 'x'::BLOB WHERE sha256 = ?", [version.sha256]
+    )
+    con.close()
+    with sqlml.connect(path) as db:
+        db.con.register("frame", cancer[0])
+        with pytest.raises(ArtifactError, match=r"cancer@1: artifact sha256 mismatch"):
+            db.sql("SELECT * FROM ML.PREDICT(MODEL cancer, TABLE frame)")
+
+
+def test_corrupt_artifact_leaves_registry_unchanged(db, tmp_path, cancer_lr):
+    db.register_model("cancer", cancer_lr)
+    before = catalog_state(db)
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"this is not an onnx model")
+    with pytest.raises(ArtifactError, match="model cancer: not a loadable ONNX model"):
+        db.register_model("cancer", bad)
+    with pytest.raises(ArtifactError, match="no file or folder"):
+        db.register_model("cancer", tmp_path / "missing.onnx")
+    empty_dir = tmp_path / "not_a_savedmodel"
+    empty_dir.mkdir()
+    with pytest.raises(ArtifactError, match="without saved_model.pb"):
+        db.register_model("cancer", empty_dir)
+    assert catalog_state(db) == before
+
+
+def test_failure_inside_the_transaction_rolls_back(db, cancer_lr, monkeypatch):
+    """A crash after the artifact row is written must not leave it behind."""
+    db.register_model("cancer", cancer_lr)
+    before = catalog_state(db)
+    original = db.registry._run
+
+    def failing_run(sql, params=None):
+        if sql.startswith("INSERT INTO sqlml.model_versions"):
+            raise RuntimeError("disk full")
+        return original(sql, params)
+
+    monkeypatch.setattr(db.registry, "_run", failing_run)
+    with pytest.raises(RuntimeError, match="disk full"):
+        db.register_model("other", cancer_lr.steps[-1][1], inputs=[f"f{i}" for i in range(30)])
+    monkeypatch.undo()
+    assert catalog_state(db) == before
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["bad'name", "x; DROP TABLE sqlml.model_versions; --", 'quo"te', "1starts_with_digit",
+     "spaces here", "", "a" * 64, "name@1@2"],
+)
+def test_hostile_model_names_are_refused(db, cancer_lr, name):
+    db.register_model("cancer", cancer_lr)
+    before = catalog_state(db)
+    with pytest.raises(InvalidNameError):
+        db.register_model(name, cancer_lr)
+    with pytest.raises(InvalidNameError):
+        db.predict(name, "patients")
+    assert catalog_state(db) == before
+
+
+def test_hostile_names_in_sql_are_refused(db, cancer_lr):
+    db.register_model("cancer", cancer_lr)
+    before = catalog_state(db)
+    with pytest.raises(InvalidNameError):
+        db.sql("SELECT * FROM ML.PREDICT(MODEL `x'); DROP TABLE t; --`, (SELECT 1 AS a))")
+    with pytest.raises(InvalidNameError):
+        db.set_alias("cancer", "champ'; --", 1)
+    assert catalog_state(db) == before
+
+
+def test_alias_errors(db, cancer_lr):
+    db.register_model("cancer", cancer_lr)
+    with pytest.raises(ModelNotFoundError, match="no version 7"):
+        db.set_alias("cancer", "champion", 7)
+    with pytest.raises(ModelNotFoundError, match="no alias 'champion'"):
+        db.model("cancer@champion")
+    db.set_alias("cancer", "champion", 1)
+    db.delete_alias("cancer", "champion")
+    assert db.registry.aliases("cancer") == {}

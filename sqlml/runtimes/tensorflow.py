@@ -5,6 +5,7 @@ TensorFlow is imported only when a TensorFlow model is loaded: it takes seconds 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ class TensorFlowRuntime:
     """A SavedModel's serving signature with sqlml's Signature read from it."""
 
     def __init__(self, directory: Path, model: str = "?"):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter quiet
         import tensorflow as tf
 
         try:

@@ -1,0 +1,104 @@
+"""sqlml quickstart: train three models, register them in DuckDB, and score tables in SQL.
+
+    python examples/quickstart.py [WORKDIR]
+
+Builds its own data (scikit-learn's breast-cancer set, a generated corpus of complaints),
+trains a gradient-boosted classifier, a text classifier (TF-IDF + logistic regression) and a
+small Keras network, registers all three in WORKDIR/warehouse.duckdb, then runs SQL.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import sqlml
+from sqlml import demo
+
+
+def main(workdir: str | Path = "quickstart_out") -> dict:
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    database = workdir / "warehouse.duckdb"
+    database.unlink(missing_ok=True)
+
+    print("1. data and models")
+    patients, complaints = demo.cancer_frame(), demo.complaints_frame()
+    trees = demo.train_cancer_classifier(patients)
+    # the text model learns from last month's messages and scores this month's
+    text = demo.train_complaint_classifier(demo.complaints_frame(seed=demo.SEED + 1))
+    keras_model = demo.train_keras_classifier(patients)
+    saved_model = demo.export_keras(keras_model, workdir / "cancer_keras")
+
+    with sqlml.connect(database) as db:
+        db.con.register("patients_df", patients)
+        db.con.register("complaints_df", complaints)
+        db.sql("CREATE TABLE patients AS SELECT * FROM patients_df")
+        db.sql("CREATE TABLE complaints AS SELECT complaint_id, text FROM complaints_df")
+        db.sql("CREATE TABLE complaint_labels AS SELECT complaint_id, positive FROM complaints_df")
+
+        print("2. register: Python API for scikit-learn, SQL for the SavedModel")
+        db.register_model("cancer", trees, label="malignant")
+        db.register_model("sentiment", text, inputs={"text": "string"}, label="positive")
+        db.sql(
+            f"CREATE MODEL cancer_nn OPTIONS(model_type='tensorflow', "
+            f"model_path='{saved_model}', input_label_cols=['malignant'], classes=[0, 1])"
+        )
+        db.sql("SELECT model, latest_version, format, inputs[1:3] AS first_inputs, outputs "
+               "FROM sqlml.models").show()
+
+        print("3. batch prediction into a table (every input column passes through)")
+        db.sql(
+            "CREATE TABLE patient_scores AS "
+            "SELECT id, predicted_malignant, probabilities[2] AS p_malignant "
+            "FROM ML.PREDICT(MODEL cancer, TABLE patients)"
+        )
+        db.sql("SELECT * FROM patient_scores ORDER BY p_malignant DESC LIMIT 3").show()
+
+        print("4. the five most positive complaints")
+        top5 = db.sql(
+            "SELECT complaint_id, text, round(probabilities[2], 4) AS p_positive "
+            "FROM ML.PREDICT(MODEL sentiment, TABLE complaints) "
+            "ORDER BY probabilities[2] DESC, complaint_id LIMIT 5"
+        )
+        top5.show(max_col_width=70)
+
+        print("5. keyed predictions joined back to ground truth that arrived later")
+        truth = db.sql(
+            """SELECT count(*) AS complaints,
+                      avg((p.predicted_positive = t.positive)::INT) AS accuracy
+               FROM ML.PREDICT(MODEL sentiment, (SELECT * FROM complaints ORDER BY random())) p
+               JOIN complaint_labels t USING (complaint_id)"""
+        )
+        truth.show()
+
+        print("6. the scalar form anywhere in SQL: two models side by side")
+        # scalar functions take their inputs in signature order (sqlml.models.inputs)
+        args = ", ".join(t.name for t in db.model("cancer_nn").signature.inputs)
+        side_by_side = db.sql(
+            f"""SELECT avg(abs(s.p_malignant - cancer_nn({args}).output_0)) AS mean_disagreement,
+                       count(*) FILTER (WHERE s.predicted_malignant = p.malignant) AS trees_correct,
+                       count(*) FILTER (WHERE (cancer_nn({args}).output_0 > 0.5)::INT = p.malignant)
+                         AS keras_correct
+                FROM patients p JOIN patient_scores s USING (id)"""
+        )
+        side_by_side.show()
+
+        return {
+            "database": database,
+            "trees": trees,
+            "text": text,
+            "keras": keras_model,
+            "patients": patients,
+            "complaints": complaints,
+            "scores": db.sql("SELECT * FROM patient_scores ORDER BY id").df(),
+            "top5": top5.df(),
+            "accuracy": truth.fetchall()[0][1],
+            "keras_scores": db.sql(
+                f"SELECT id, cancer_nn({args}).output_0 AS p FROM patients ORDER BY id"
+            ).df(),
+        }
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2])

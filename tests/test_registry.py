@@ -174,3 +174,30 @@ def test_alias_errors(db, cancer_lr):
     db.set_alias("cancer", "champion", 1)
     db.delete_alias("cancer", "champion")
     assert db.registry.aliases("cancer") == {}
+
+
+def test_example_artifacts_in_models_folder_register_and_match(db):
+    """models/ holds artifacts rebuilt by models/build_models.py from deterministic data."""
+    from pathlib import Path
+
+    from sqlml import demo
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    db.sql(
+        f"CREATE MODEL trees OPTIONS(model_type='onnx', model_path='{models / 'cancer_trees.onnx'}',"
+        " input_label_cols=['malignant'])"
+    )
+    db.sql(
+        f"CREATE MODEL nn OPTIONS(model_type='tensorflow', model_path='{models / 'cancer_nn'}', "
+        "input_label_cols=['malignant'], classes=[0, 1])"
+    )
+    patients = demo.cancer_frame()
+    db.con.register("patients", patients)
+    trees = demo.train_cancer_classifier(patients)
+    out = db.sql("SELECT * FROM ML.PREDICT(MODEL trees, TABLE patients) ORDER BY id").df()
+    expected = trees.predict_proba(patients[demo.feature_columns(patients)])
+    assert np.abs(np.stack(out["probabilities"].to_numpy()) - expected).max() < PROBA_TOL
+    nn = db.sql(
+        "SELECT avg((predicted_malignant = malignant)::INT) FROM ML.PREDICT(MODEL nn, TABLE patients)"
+    ).fetchall()[0][0]
+    assert nn > 0.9

@@ -26,6 +26,13 @@ from sqlml.sqltext import mentions_ml, parse, property_options, split_statements
 from sqlml.udf import NULL_POLICIES, ModelFunction
 
 _input_names = itertools.count(1)
+MACRO_DIR = Path(__file__).resolve().parent.parent / "udfs"
+
+
+def load_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the SQL macros of udfs/*.sql (pure SQL, persisted in the database file)."""
+    for path in sorted(MACRO_DIR.glob("*.sql")):
+        con.execute(path.read_text()).fetchall()
 
 
 def connect(
@@ -45,6 +52,8 @@ class Database:
         self.path = str(path) if path else ":memory:"
         self.con = duckdb.connect(self.path, read_only=read_only, config=config)
         self.registry = Registry(self.con)
+        if not read_only:
+            load_macros(self.con)
         self._runtimes: dict[str, Runtime] = {}
         self._runtime_lock = threading.Lock()
         self._functions: dict[str, tuple[str, ModelFunction]] = {}  # function name -> (sha, fn)

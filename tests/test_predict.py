@@ -196,3 +196,14 @@ def test_nested_predict_and_create_table_as(cancer_db, cancer, cancer_lr):
     )
     rows = db.sql("SELECT id, predicted_malignant FROM scored ORDER BY id").df()
     np.testing.assert_array_equal(rows["predicted_malignant"], cancer_lr.predict(X.iloc[:100]))
+
+
+def test_sql_macros_from_udfs_folder(cancer_db, cancer, cancer_lr):
+    X, _ = cancer
+    out = cancer_db.sql(
+        "SELECT ml_prob(predicted_malignant_probs, 1) AS p1, "
+        "ml_top_label(predicted_malignant_probs) AS top, predicted_malignant "
+        "FROM ML.PREDICT(MODEL cancer, TABLE patients) ORDER BY id"
+    ).df()
+    assert np.abs(out["p1"].to_numpy() - cancer_lr.predict_proba(X)[:, 1]).max() < PROBA_TOL
+    np.testing.assert_array_equal(out["top"], out["predicted_malignant"])

@@ -93,8 +93,12 @@ class ModelVersion:
 class Registry:
     """Reads and writes the catalog through one DuckDB connection."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection):
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, read_only: bool = False):
         self.con = con
+        if read_only:
+            if not self._run("SELECT 1 FROM duckdb_schemas() WHERE schema_name = 'sqlml'"):
+                raise SqlmlError("this read-only database has no sqlml catalog (schema sqlml)")
+            return
         with self._transaction():
             self._run(_DDL)
 

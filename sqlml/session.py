@@ -6,8 +6,10 @@ ML.PREDICT rewrite as `db.sql("SELECT * FROM ML.PREDICT(...)")`.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,15 @@ from sqlml.sqltext import mentions_ml, parse, property_options, split_statements
 from sqlml.udf import NULL_POLICIES, ModelFunction
 
 _input_names = itertools.count(1)
+_open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_databases() -> None:
+    """Close what scripts left open: duckdb 2.0 prints 'nanobind: leaked ...' at exit when a
+    connection with Python functions is still open."""
+    for database in list(_open_databases):
+        database.close()
 MACRO_DIR = Path(__file__).resolve().parent.parent / "udfs"
 
 
@@ -51,7 +62,8 @@ class Database:
         config = {"threads": threads} if threads else {}
         self.path = str(path) if path else ":memory:"
         self.con = duckdb.connect(self.path, read_only=read_only, config=config)
-        self.registry = Registry(self.con)
+        _open_databases.add(self)
+        self.registry = Registry(self.con, read_only=read_only)
         if not read_only:
             load_macros(self.con)
         self._runtimes: dict[str, Runtime] = {}
@@ -68,6 +80,7 @@ class Database:
 
     def close(self) -> None:
         self.con.close()
+        _open_databases.discard(self)
 
     # -- SQL -------------------------------------------------------------------------------
     def sql(self, text: str) -> duckdb.DuckDBPyRelation | None:

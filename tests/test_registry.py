@@ -201,3 +201,20 @@ def test_example_artifacts_in_models_folder_register_and_match(db):
         "SELECT avg((predicted_malignant = malignant)::INT) FROM ML.PREDICT(MODEL nn, TABLE patients)"
     ).fetchall()[0][0]
     assert nn > 0.9
+
+
+def test_read_only_connection_scores_without_writing(tmp_path, cancer, cancer_lr):
+    X, _ = cancer
+    path = tmp_path / "ro.duckdb"
+    with sqlml.connect(path) as db:
+        db.register_model("cancer", cancer_lr)
+    with sqlml.connect(path, read_only=True) as db:
+        db.con.register("frame", X)
+        out = db.sql("SELECT probabilities FROM ML.PREDICT(MODEL cancer, TABLE frame)").df()
+        assert np.abs(np.stack(out["probabilities"]) - cancer_lr.predict_proba(X)).max() < PROBA_TOL
+        with pytest.raises(duckdb.Error, match="read-only"):
+            db.register_model("other", cancer_lr)
+    empty = tmp_path / "empty.duckdb"
+    duckdb.connect(str(empty)).close()
+    with pytest.raises(SqlmlError, match="no sqlml catalog"):
+        sqlml.connect(empty, read_only=True)

@@ -36,9 +36,10 @@ class OutputLayout:
 
     @property
     def class_type(self) -> pa.DataType:
-        return (
-            pa.int64() if all(isinstance(c, int) for c in self.signature.classes) else pa.string()
-        )
+        classes = self.signature.classes
+        if all(isinstance(c, bool) for c in classes):
+            return pa.bool_()
+        return pa.int64() if all(isinstance(c, int) for c in classes) else pa.string()
 
     @property
     def predicted(self) -> str | None:

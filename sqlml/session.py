@@ -20,6 +20,7 @@ from sqlml import convert
 from sqlml.artifacts import pack_directory
 from sqlml.errors import ArtifactError, SqlCompileError, SqlmlError
 from sqlml.names import ModelRef, check_name
+from sqlml.outputs import OutputLayout
 from sqlml.registry import ModelVersion, Registry
 from sqlml.rewrite import duckdb as duckdb_rewrite
 from sqlml.runtimes import FORMATS, Runtime, load_runtime
@@ -328,4 +329,11 @@ class Database:
             raise SqlCompileError(f"unknown compile target {target!r} (supported: bigquery)")
         from sqlml.rewrite.bigquery import compile_bigquery
 
-        return compile_bigquery(text, **options).sql
+        return compile_bigquery(text, layouts=self._known_layout, **options).sql
+
+    def _known_layout(self, ref: ModelRef) -> OutputLayout | None:
+        """What a registered model outputs, for compiling its predicted_<label> columns."""
+        if ref.name not in self.registry.names():
+            return None
+        version = self.registry.resolve(ref)
+        return OutputLayout(version.signature, version.label)

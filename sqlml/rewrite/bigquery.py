@@ -1,0 +1,551 @@
+"""Compile sqlml SQL (DuckDB SQL + BigQuery ML statements) to a BigQuery script.
+
+Each statement is parsed in the sqlml dialect, rewritten, and generated with sqlglot's BigQuery
+dialect; every generated statement is parsed back with that dialect before it is returned.
+
+- `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] m OPTIONS(model_type='onnx', model_path='m.onnx')`
+  becomes a BigQuery import of an artifact in Cloud Storage, as documented in
+  https://cloud.google.com/bigquery/docs/reference/standard-sql/bigqueryml-syntax-create-onnx and
+  .../bigqueryml-syntax-create-tensorflow:
+
+      CREATE OR REPLACE MODEL `dataset.m`
+      OPTIONS (MODEL_TYPE='ONNX', MODEL_PATH='gs://bucket/prefix/m.onnx')
+
+  A TensorFlow SavedModel folder becomes `MODEL_PATH='gs://bucket/prefix/m/*'` (the documented
+  form `'gs://bucket/path/to/saved_model/*'`). The object is named after the model under the
+  `model_uri` prefix (`--model-uri`); with `artifact_dir` the local file or folder is copied to
+  `artifact_dir/m.onnx` or `artifact_dir/m/` ready for `gsutil cp -r`. A `model_path` that is
+  already a `gs://` URI is used as it is. The sqlml-only options `label`, `input_label_cols`,
+  `classes` and `nulls` are dropped (an imported model only accepts MODEL_TYPE, MODEL_PATH and
+  KMS_KEY_NAME), and so is `description`, which BigQuery only sets through
+  `ALTER MODEL ... SET OPTIONS`.
+- `ML.PREDICT(MODEL m, (query) | TABLE t [, STRUCT(...) | {'threshold': ...}])` stays
+  ML.PREDICT; the model name gets the dataset. A version or alias pin (`m@3`, `m@champion`)
+  compiles to the bare model `m`: BigQuery has no versions, so the imported model *is* the
+  deployed version, whatever the pin. Table names are left as written.
+- `DROP MODEL [IF EXISTS] m` becomes BigQuery's DROP MODEL with the dataset.
+- Everything else is transpiled by sqlglot (DuckDB -> BigQuery) with unsupported syntax raising,
+  plus a few fixes: list lambdas (`list_transform`, `list_filter`) become order-preserving
+  `ARRAY(SELECT ... FROM UNNEST(...) WITH OFFSET ...)` subqueries. DuckDB-only statements
+  (INSTALL, ATTACH, PRAGMA, COPY, SET ...), functions, types, joins and file scans that have no
+  BigQuery equivalent raise SqlCompileError naming the construct and the statement number.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.bigquery import BigQuery
+from sqlglot.errors import ErrorLevel, SqlglotError
+from sqlglot.parsers.bigquery import BigQueryParser
+
+from sqlml.dialect import Sqlml
+from sqlml.errors import SqlCompileError, SqlmlError
+from sqlml.names import ModelRef
+from sqlml.outputs import OutputLayout
+from sqlml.sqltext import literal_value, model_ref, parse, split_statements, struct_options
+
+FORMATS = {"onnx": "ONNX", "tensorflow": "TENSORFLOW"}
+SQLML_ONLY_OPTIONS = {"input_label_cols", "label", "classes", "nulls", "description"}
+PREDICT_OPTIONS = {"threshold", "keep_original_columns"}
+
+_GCS_URI = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s'\"`\\]*)?")
+_DATASET = re.compile(r"(?:([a-z][a-z0-9-]{4,28}[a-z0-9])\.)?([A-Za-z0-9_]{1,1024})")
+_FILE_SCAN = re.compile(
+    r"[/\\*]|\.(parquet|csv|tsv|txt|json|jsonl|ndjson|xlsx|arrow|gz|zst)$", re.IGNORECASE
+)
+_BIGQUERY_TYPES = {
+    "INT64", "FLOAT64", "NUMERIC", "BIGNUMERIC", "BOOL", "STRING", "BYTES", "DATE", "DATETIME",
+    "TIME", "TIMESTAMP", "INTERVAL", "GEOGRAPHY", "JSON", "ARRAY", "STRUCT", "RANGE",
+}  # fmt: skip
+_NO_EQUIVALENT = {
+    exp.ReadCSV: "read_csv (a DuckDB file scan)",
+    exp.ReadParquet: "read_parquet (a DuckDB file scan)",
+    exp.Columns: "COLUMNS(...) (a DuckDB star expression)",
+    exp.Slice: "list slicing l[a:b]",
+}
+_SHARED_FUNCTIONS = {"error"}  # DuckDB builtins that BigQuery has under the same name
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model file or SavedModel folder to upload to Cloud Storage for a CREATE MODEL."""
+
+    model: str
+    format: str  # "onnx" | "tensorflow"
+    source: Path  # the local file or folder named by model_path
+    uri: str  # where BigQuery expects it: gs://.../m.onnx or the folder gs://.../m
+    written: Path | None = None  # the copy under artifact_dir, if one was made
+
+    @property
+    def upload_command(self) -> str:
+        """A shell command that uploads the artifact where MODEL_PATH points."""
+        local = self.written or self.source
+        if self.format == "tensorflow":
+            return f"gsutil cp -r {shlex.quote(f'{local}/*')} {shlex.quote(self.uri + '/')}"
+        return f"gsutil cp {shlex.quote(str(local))} {shlex.quote(self.uri)}"
+
+
+@dataclass(frozen=True)
+class CompiledScript:
+    """BigQuery SQL (statements separated by `;`) and the artifacts it expects in Cloud Storage."""
+
+    sql: str
+    artifacts: list[Artifact] = field(default_factory=list)
+    statements: tuple[str, ...] = ()
+
+
+def compile_bigquery(
+    text: str,
+    *,
+    dataset: str | None = None,
+    model_uri: str | None = None,
+    artifact_dir: str | Path | None = None,
+    base_dir: str | Path | None = None,
+    layouts: Callable[[ModelRef], OutputLayout | None] | None = None,
+) -> CompiledScript:
+    """Compile a sqlml script for BigQuery (see the module docstring for the translation).
+
+    `layouts` tells what a registered model outputs (`Database.compile` passes the registry's):
+    then ML.PREDICT of a classifier with a label also gets `predicted_<label>` columns.
+    """
+    compiler = _Compiler(
+        dataset=_check_dataset(dataset),
+        model_uri=_check_model_uri(model_uri),
+        artifact_dir=Path(artifact_dir) if artifact_dir is not None else None,
+        base_dir=Path(base_dir) if base_dir is not None else Path.cwd(),
+        layouts=layouts or (lambda ref: None),
+    )
+    statements: list[str] = []
+    for number, statement in enumerate(split_statements(text), start=1):
+        try:
+            tokens = Sqlml().tokenize(statement)
+        except SqlglotError:
+            tokens = None  # let the parser report it
+        if tokens == []:
+            continue  # only comments
+        leading = tokens[0].comments if tokens else []
+        body = statement[tokens[0].start :] if tokens else statement
+        try:
+            compiled = compiler.statement(body)
+        except (SqlmlError, SqlglotError) as error:
+            snippet = " ".join(body.split())
+            snippet = snippet if len(snippet) <= 60 else snippet[:57] + "..."
+            raise SqlCompileError(f"statement {number} ({snippet}): {error}") from error
+        if compiled and leading:
+            compiled[0] = _line_comments(leading) + compiled[0]
+        statements.extend(compiled)
+    sql = ";\n\n".join(statements) + ";\n" if statements else ""
+    return CompiledScript(sql, list(compiler.artifacts.values()), tuple(statements))
+
+
+# -- checks of the options --------------------------------------------------------------------
+
+
+def _check_dataset(dataset: str | None) -> tuple[str | None, str] | None:
+    if dataset is None:
+        return None
+    match = _DATASET.fullmatch(dataset) if isinstance(dataset, str) else None
+    if not match:
+        raise SqlCompileError(
+            f"invalid BigQuery dataset {dataset!r}: write dataset or project.dataset "
+            "(dataset: letters, digits, underscores; project id: 6-30 lower-case letters, "
+            "digits and hyphens)"
+        )
+    return match.group(1), match.group(2)
+
+
+def _check_model_uri(model_uri: str | None) -> str | None:
+    if model_uri is None:
+        return None
+    uri = model_uri.rstrip("/") if isinstance(model_uri, str) else model_uri
+    if not isinstance(uri, str) or not _GCS_URI.fullmatch(uri):
+        raise SqlCompileError(
+            f"model_uri must be a Cloud Storage prefix like gs://bucket/models, got {model_uri!r} "
+            "(BigQuery imports models only from Cloud Storage)"
+        )
+    return uri
+
+
+def _line_comments(comments: list[str]) -> str:
+    """A statement's leading comments, kept above it as `--` lines."""
+    lines = [line.strip() for comment in comments for line in comment.strip().splitlines()]
+    return "".join(f"-- {line}\n" if line else "--\n" for line in lines)
+
+
+# -- the compiler ------------------------------------------------------------------------------
+
+
+class _Compiler:
+    def __init__(
+        self,
+        *,
+        dataset: tuple[str | None, str] | None,
+        model_uri: str | None,
+        artifact_dir: Path | None,
+        base_dir: Path,
+        layouts: Callable[[ModelRef], OutputLayout | None],
+    ):
+        self.layouts = layouts
+        self.dataset = dataset
+        self.model_uri = model_uri
+        self.artifact_dir = artifact_dir
+        self.base_dir = base_dir
+        self.artifacts: dict[str, Artifact] = {}
+
+    def statement(self, text: str) -> list[str]:
+        tree = parse(text)
+        if isinstance(tree, exp.Create) and tree.kind == "MODEL":
+            trees = [self.create_model(tree)]
+        elif isinstance(tree, exp.Drop) and tree.kind == "MODEL":
+            trees = self.drop_model(tree)
+        else:
+            check_statement(tree, text)
+            for predict in list(tree.find_all(exp.Predict)):
+                self.predict(predict)
+            rewrite_lambdas(tree)
+            trees = [tree]
+        return [generate(t) for t in trees]
+
+    # -- models --------------------------------------------------------------------------
+    def model_table(self, name: str) -> exp.Table:
+        """`dataset.name` as sqlglot's BigQuery generator writes a quoted path: `p.d.m`."""
+        if self.dataset is None:
+            return exp.Table(this=exp.to_identifier(name))
+        project, dataset = self.dataset
+        table = exp.Table(
+            this=exp.to_identifier(name, quoted=True),
+            db=exp.to_identifier(dataset, quoted=True),
+            catalog=exp.to_identifier(project, quoted=True) if project else None,
+        )
+        table.meta["quoted_table"] = True
+        return table
+
+    def unpinned(self, node: exp.Expression, what: str) -> str:
+        ref = model_ref(node)
+        if ref.version is not None or ref.alias is not None:
+            raise SqlCompileError(
+                f"{what} {ref}: name the model without a version or alias "
+                "(BigQuery models have no versions)"
+            )
+        return ref.name
+
+    def create_model(self, tree: exp.Create) -> exp.Create:
+        name = self.unpinned(tree.this, "CREATE MODEL")
+        if tree.expression is not None or any(
+            tree.args.get(k) for k in ("transform", "input", "output")
+        ):
+            raise SqlCompileError(
+                f"CREATE MODEL {name} ... AS SELECT (training) is not supported; import a trained "
+                "model with OPTIONS(model_type='onnx'|'tensorflow', model_path=...)"
+            )
+        options = _create_options(tree, name)
+        unknown = set(options) - {"model_type", "model_path"} - SQLML_ONLY_OPTIONS
+        if unknown:
+            raise SqlCompileError(f"CREATE MODEL {name}: unknown option(s) {sorted(unknown)}")
+        model_type = str(options.get("model_type", "")).lower()
+        path = options.get("model_path")
+        if model_type not in FORMATS or not isinstance(path, str) or not path:
+            raise SqlCompileError(
+                f"CREATE MODEL {name}: OPTIONS need model_type='onnx' or 'tensorflow' and "
+                "model_path='...'"
+            )
+        model_path = self.model_path(name, model_type, path)
+        properties = [
+            exp.Property(this=exp.var("MODEL_TYPE"), value=exp.Literal.string(FORMATS[model_type])),
+            exp.Property(this=exp.var("MODEL_PATH"), value=exp.Literal.string(model_path)),
+        ]
+        create = exp.Create(
+            this=self.model_table(name),
+            kind="MODEL",
+            replace=bool(tree.args.get("replace")),
+            exists=bool(tree.args.get("exists")),
+            properties=exp.Properties(expressions=properties),
+        )
+        return create
+
+    def model_path(self, name: str, model_type: str, path: str) -> str:
+        """MODEL_PATH for BigQuery; records (and copies) the local artifact to upload."""
+        if path.startswith("gs://"):
+            if model_type == "tensorflow" and not path.endswith("/*"):
+                return path.rstrip("/") + "/*"
+            return path
+        if self.model_uri is None:
+            raise SqlCompileError(
+                f"CREATE MODEL {name}: BigQuery imports models from Cloud Storage; pass "
+                f"--model-uri gs://bucket/prefix (model_uri=...) to say where {path} is uploaded"
+            )
+        source = Path(path.removesuffix("/*"))
+        source = source if source.is_absolute() else self.base_dir / source
+        check_artifact(name, model_type, source)
+        if model_type == "onnx":
+            uri, model_path = f"{self.model_uri}/{name}.onnx", f"{self.model_uri}/{name}.onnx"
+        else:
+            uri, model_path = f"{self.model_uri}/{name}", f"{self.model_uri}/{name}/*"
+        previous = self.artifacts.get(name)
+        if previous is not None:
+            if previous.source.resolve() != source.resolve():
+                raise SqlCompileError(
+                    f"CREATE MODEL {name}: the script already imports {name} from "
+                    f"{previous.source}; both would be uploaded to {previous.uri}"
+                )
+            return model_path
+        written = self.copy_artifact(name, model_type, source)
+        self.artifacts[name] = Artifact(name, model_type, source, uri, written)
+        return model_path
+
+    def copy_artifact(self, name: str, model_type: str, source: Path) -> Path | None:
+        if self.artifact_dir is None:
+            return None
+        self.artifact_dir.mkdir(parents=True, exist_ok=True)
+        target = self.artifact_dir / (f"{name}.onnx" if model_type == "onnx" else name)
+        if target.exists() and target.resolve() == source.resolve():
+            return target
+        try:
+            if model_type == "onnx":
+                shutil.copyfile(source, target)
+            else:
+                if target.resolve().is_relative_to(source.resolve()):
+                    raise SqlCompileError(
+                        f"CREATE MODEL {name}: the artifact folder {target} is inside the "
+                        f"SavedModel {source}"
+                    )
+                shutil.copytree(source, target, dirs_exist_ok=True)
+        except OSError as error:
+            raise SqlCompileError(
+                f"CREATE MODEL {name}: cannot copy {source} to {target}: {error}"
+            ) from error
+        return target
+
+    def drop_model(self, tree: exp.Drop) -> list[exp.Drop]:
+        drops = []
+        for table in tree.args.get("tables") or tree.expressions:
+            name = self.unpinned(table, "DROP MODEL")
+            drops.append(
+                exp.Drop(
+                    tables=[self.model_table(name)],
+                    kind="MODEL",
+                    exists=bool(tree.args.get("exists")),
+                )
+            )
+        return drops
+
+    def predict(self, predict: exp.Predict) -> None:
+        ref: ModelRef = model_ref(predict.this)
+        what = f"ML.PREDICT(MODEL {ref})"
+        options = struct_options(predict.args.get("params_struct"), what)
+        unknown = set(options) - PREDICT_OPTIONS
+        if unknown:
+            raise SqlCompileError(f"{what}: unknown option(s) {sorted(unknown)}")
+        threshold = options.get("threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0 <= threshold <= 1
+        ):
+            raise SqlCompileError(f"{what}: threshold must be in [0, 1], got {threshold!r}")
+        if not isinstance(predict.expression, (exp.Subquery, exp.Table)):
+            raise SqlCompileError(f"{what}: needs a query in parentheses or TABLE name as input")
+        predict.this.replace(self.model_table(ref.name))  # a pin compiles to the bare model
+        layout = self.layouts(ref)
+        if layout is not None and layout.predicted_probs and isinstance(predict.parent, exp.Table):
+            with_predicted_columns(predict, layout, threshold)
+
+
+def with_predicted_columns(predict: exp.Predict, layout: OutputLayout, threshold: object) -> None:
+    """Add `predicted_<label>` and `predicted_<label>_probs` as sqlml does on DuckDB.
+
+    BigQuery returns only the raw outputs of an imported model and accepts `threshold` only for
+    models it trained, so both are computed in SQL over ML.PREDICT's `probabilities` array.
+    """
+    classes = [exp.convert(c).sql(dialect="bigquery") for c in layout.signature.classes]
+    probs = exp.to_identifier(layout.signature.probabilities).sql(dialect="bigquery")
+    width = layout.signature.output(layout.signature.probabilities).width
+    prob = (lambda i: f"{probs}[OFFSET({i})]") if width > 1 else (
+        lambda i: f"{'1 - ' if i == 0 else ''}{probs}"
+    )
+    entries = ", ".join(f"STRUCT({c} AS label, {prob(i)} AS prob)" for i, c in enumerate(classes))
+    if layout.is_binary:
+        cut = float(threshold) if threshold is not None else 0.5
+        predicted = f"IF({prob(1)} > {cut!r}, {classes[1]}, {classes[0]})"
+    else:
+        predicted = (
+            f"(SELECT e.label FROM UNNEST([{entries}]) AS e WITH OFFSET AS i "
+            "ORDER BY e.prob DESC, i LIMIT 1)"
+        )
+    label = exp.to_identifier(layout.predicted).sql(dialect="bigquery")
+    label_probs = exp.to_identifier(layout.predicted_probs).sql(dialect="bigquery")
+    params = predict.args.get("params_struct")
+    if params is not None:  # threshold is applied above; keep_original_columns stays
+        kept = [e for e in params.expressions if e.this.name.lower() != "threshold"]
+        predict.set("params_struct", exp.Struct(expressions=kept) if kept else None)
+    holder = predict.parent
+    native = holder.copy()
+    native.set("alias", None)
+    wrapper = sqlglot.parse_one(
+        f"SELECT *, {predicted} AS {label}, [{entries}] AS {label_probs} FROM _sqlml_predict",
+        read="bigquery",
+    )
+    wrapper.args["from_"].this.replace(native)
+    alias = holder.args.get("alias") or exp.TableAlias(this=exp.to_identifier("ml_predict"))
+    holder.replace(exp.Subquery(this=wrapper, alias=alias))
+
+
+def _create_options(tree: exp.Create, name: str) -> dict[str, object]:
+    props = tree.args.get("properties")
+    options: dict[str, object] = {}
+    for prop in props.expressions if props else []:
+        if not isinstance(prop, exp.Property):
+            raise SqlCompileError(f"CREATE MODEL {name}: unsupported clause {prop.sql(Sqlml)!r}")
+        options[prop.name.lower()] = literal_value(prop.args["value"])
+    return options
+
+
+def check_artifact(name: str, model_type: str, source: Path) -> None:
+    if not source.exists():
+        raise SqlCompileError(f"CREATE MODEL {name}: model_path {source} does not exist")
+    if model_type == "onnx" and not source.is_file():
+        raise SqlCompileError(
+            f"CREATE MODEL {name}: model_path {source} is a folder; an ONNX model is one file"
+        )
+    if model_type == "tensorflow" and not (source / "saved_model.pb").is_file():
+        raise SqlCompileError(
+            f"CREATE MODEL {name}: model_path {source} is not a TensorFlow SavedModel folder "
+            "(no saved_model.pb)"
+        )
+
+
+# -- generic statements ------------------------------------------------------------------------
+
+
+_CREATE_KINDS = {"TABLE", "VIEW", "SCHEMA"}
+_DROP_KINDS = {"TABLE", "VIEW", "SCHEMA"}
+
+
+def check_statement(tree: exp.Expression, text: str) -> None:
+    """Raise for DuckDB statements and constructs BigQuery has no equivalent for."""
+    ok = (
+        isinstance(tree, (exp.Query, exp.Insert, exp.Update, exp.Delete, exp.Merge))
+        or (isinstance(tree, exp.Create) and tree.kind in _CREATE_KINDS)
+        or (isinstance(tree, exp.Drop) and tree.kind in _DROP_KINDS)
+        or (isinstance(tree, exp.Alter) and str(tree.args.get("kind", "")).upper() == "TABLE")
+        or isinstance(tree, exp.TruncateTable)
+    )
+    if not ok:
+        raise SqlCompileError(
+            f"{_statement_name(tree, text)} is DuckDB syntax with no BigQuery equivalent; "
+            "run it in DuckDB only, or leave it out of the script compiled for BigQuery"
+        )
+    for node in tree.walk():
+        construct = _no_equivalent(node)
+        if construct:
+            raise SqlCompileError(f"{construct} has no BigQuery equivalent")
+
+
+def _statement_name(tree: exp.Expression, text: str) -> str:
+    if isinstance(tree, (exp.Create, exp.Drop)) and tree.kind:
+        verb = "CREATE" if isinstance(tree, exp.Create) else "DROP"
+        return f"{verb} {tree.kind}"
+    words = [token.text.upper() for token in Sqlml().tokenize(text)[:2]]
+    if words and words[0] in ("CREATE", "DROP", "ALTER"):
+        return " ".join(words)
+    return f"the {words[0]} statement" if words else "the statement"
+
+
+def _no_equivalent(node: exp.Expression) -> str | None:
+    for kind, construct in _NO_EQUIVALENT.items():
+        if isinstance(node, kind):
+            return construct
+    if isinstance(node, exp.Anonymous):
+        name = node.name.lower()
+        if name in duckdb_builtins() and name.upper() not in BigQueryParser.FUNCTIONS:
+            return f"the DuckDB function {name}() (rewrite it with a BigQuery function)"
+    if isinstance(node, exp.Ordered) and isinstance(node.this, exp.Var) and node.name == "ALL":
+        return "ORDER BY ALL"
+    if isinstance(node, exp.Join):
+        method = node.text("method").upper()
+        if method in ("POSITIONAL", "ASOF"):
+            return f"{method} JOIN"
+    if (
+        isinstance(node, exp.Table)
+        and isinstance(node.this, exp.Identifier)
+        and node.this.quoted
+        and not node.args.get("db")
+        and _FILE_SCAN.search(node.name)
+    ):
+        return f"the DuckDB file scan FROM '{node.name}' (load the file into a BigQuery table)"
+    if isinstance(node, exp.DataType):
+        type_sql = node.sql(dialect="bigquery")
+        base = re.match(r"[A-Za-z_][A-Za-z0-9_]*", type_sql)
+        if base is None or base.group().upper() not in _BIGQUERY_TYPES:
+            return f"the type {node.sql(dialect=Sqlml)} (BigQuery: {type_sql})"
+        if type_sql.endswith("]"):
+            return f"the fixed-size list type {node.sql(dialect=Sqlml)}"
+    return None
+
+
+@functools.cache
+def duckdb_builtins() -> frozenset[str]:
+    """Names of DuckDB's built-in functions (sqlglot leaves unknown ones as Anonymous)."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows = con.sql("SELECT DISTINCT function_name FROM duckdb_functions()").fetchall()
+    return frozenset(row[0].lower() for row in rows) - _SHARED_FUNCTIONS
+
+
+def rewrite_lambdas(tree: exp.Expression) -> None:
+    """`list_transform` / `list_filter` with a lambda -> ordered ARRAY(SELECT ... UNNEST) subquery.
+
+    sqlglot writes list_transform as TRANSFORM(l, x -> ...), which BigQuery lacks, and
+    list_filter as an ARRAY subquery without ORDER BY; both keep the list order here. A lambda
+    (x, i) gets DuckDB's 1-based index as i.
+    """
+    nodes = [n for n in tree.find_all(exp.Transform, exp.ArrayFilter, bfs=False)]
+    for node in reversed(nodes):  # innermost first
+        lam = node.expression
+        if not isinstance(lam, exp.Lambda) or not 1 <= len(lam.expressions) <= 2:
+            raise SqlCompileError(f"unsupported lambda in {node.sql(dialect=Sqlml)!r}")
+        array = generate_fragment(node.this)
+        body = generate_fragment(lam.this)
+        var = generate_fragment(lam.expressions[0])
+        offset = "_sqlml_offset"
+        if len(lam.expressions) == 2:
+            index = generate_fragment(lam.expressions[1])
+            source = (
+                f"(SELECT {var}, {offset} + 1 AS {index}, {offset} "
+                f"FROM UNNEST({array}) AS {var} WITH OFFSET AS {offset})"
+            )
+        else:
+            source = f"UNNEST({array}) AS {var} WITH OFFSET AS {offset}"
+        if isinstance(node, exp.Transform):
+            sql = f"ARRAY(SELECT {body} FROM {source} ORDER BY {offset})"
+        else:
+            sql = f"ARRAY(SELECT {var} FROM {source} WHERE {body} ORDER BY {offset})"
+        node.replace(sqlglot.parse_one(sql, read="bigquery"))
+
+
+def generate_fragment(node: exp.Expression) -> str:
+    return node.sql(dialect="bigquery", unsupported_level=ErrorLevel.RAISE)
+
+
+def generate(tree: exp.Expression) -> str:
+    """BigQuery SQL for one statement, parsed back with sqlglot's BigQuery dialect as a check."""
+    sql = tree.sql(dialect="bigquery", pretty=True, unsupported_level=ErrorLevel.RAISE)
+    try:
+        again = sqlglot.parse_one(sql, read=BigQuery, error_level=ErrorLevel.RAISE)
+    except SqlglotError as error:
+        raise SqlCompileError(f"generated BigQuery SQL does not parse: {error}\n{sql}") from None
+    if isinstance(again, exp.Command):
+        raise SqlCompileError(f"generated SQL is not a BigQuery statement sqlglot knows:\n{sql}")
+    if again.find(exp.Lambda):
+        raise SqlCompileError(f"BigQuery has no lambda functions: {again.find(exp.Lambda).sql()}")
+    return sql

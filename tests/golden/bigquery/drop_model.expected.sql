@@ -1,0 +1,3 @@
+DROP MODEL IF EXISTS `analytics.churn`;
+
+DROP MODEL `analytics.reviews`;

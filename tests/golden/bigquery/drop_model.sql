@@ -1,0 +1,2 @@
+DROP MODEL IF EXISTS churn;
+DROP MODEL reviews;

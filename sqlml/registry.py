@@ -231,6 +231,17 @@ class Registry:
             )
         return data
 
+    def versions(self) -> list[ModelVersion]:
+        """Every version of every model, oldest first."""
+        rows = self._run(
+            "SELECT model, version, format, signature, label, nulls, sha256 "
+            "FROM sqlml.model_versions ORDER BY model, version"
+        )
+        return [
+            ModelVersion(name, version, fmt, Signature.from_json(sig), label, nulls, digest)
+            for name, version, fmt, sig, label, nulls, digest in rows
+        ]
+
     def names(self) -> list[str]:
         rows = self.con.execute(
             "SELECT DISTINCT model FROM sqlml.model_versions ORDER BY 1"

@@ -63,14 +63,18 @@ class Database:
         config = {"threads": threads} if threads else {}
         self.path = str(path) if path else ":memory:"
         self.con = duckdb.connect(self.path, read_only=read_only, config=config)
-        _open_databases.add(self)
-        self.registry = Registry(self.con, read_only=read_only)
-        if not read_only:
-            load_macros(self.con)
         self._runtimes: dict[str, Runtime] = {}
         self._runtime_lock = threading.Lock()
         self._functions: dict[str, tuple[str, ModelFunction]] = {}  # function name -> (sha, fn)
-        self.sync_functions()
+        try:
+            self.registry = Registry(self.con, read_only=read_only)
+            if not read_only:
+                load_macros(self.con)
+            self.sync_functions()
+        except BaseException:
+            self.con.close()
+            raise
+        _open_databases.add(self)
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> Database:
@@ -85,7 +89,11 @@ class Database:
 
     # -- SQL -------------------------------------------------------------------------------
     def sql(self, text: str) -> duckdb.DuckDBPyRelation | None:
-        """Run one or more statements; return the last one's relation (None for DDL)."""
+        """Run one or more statements; return the last one's relation (None for DROP MODEL).
+
+        Relations are lazy, as in DuckDB: each fetch (`.df()`, `.fetchall()`) runs the query,
+        and so the models, again. Materialize with CREATE TABLE ... AS to score once.
+        """
         result = None
         for statement in split_statements(text):
             result = self._run_statement(statement)
@@ -306,17 +314,19 @@ class Database:
         return function
 
     def sync_functions(self) -> None:
-        """One function per model (newest version) and per alias (`name@alias`)."""
+        """Functions `name` (newest version), `name@N` (each version), `name@alias` (each alias).
+
+        Registering a function is cheap: the model itself loads on first use.
+        """
         wanted: dict[str, ModelVersion] = {}
+        for version in self.registry.versions():
+            wanted[version.ref] = version
+            wanted[version.name] = version  # versions come oldest first: the newest wins
         for name in self.registry.names():
-            wanted[name] = self.registry.resolve(ModelRef(name))
             for alias in self.registry.aliases(name):
                 wanted[f"{name}@{alias}"] = self.registry.resolve(ModelRef(name, alias=alias))
         for function_name in list(self._functions):
-            pinned = "@" in function_name and function_name.split("@")[1].isdigit()
-            if function_name not in wanted and not (
-                pinned and function_name.split("@")[0] in wanted
-            ):
+            if function_name not in wanted:
                 self.con.remove_function(function_name)
                 del self._functions[function_name]
         for function_name, version in wanted.items():

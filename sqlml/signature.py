@@ -8,15 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Element types sqlml understands, with the DuckDB type used to pass them through SQL.
-DUCKDB_TYPES = {
-    "float32": "FLOAT",
-    "float64": "DOUBLE",
-    "int64": "BIGINT",
-    "int32": "INTEGER",
-    "bool": "BOOLEAN",
-    "string": "VARCHAR",
-}
+# Element types sqlml understands, as numpy dtypes.
 NUMPY_TYPES = {
     "float32": np.float32,
     "float64": np.float64,
@@ -46,11 +38,6 @@ class Tensor:
     @property
     def is_scalar(self) -> bool:
         return self.width == 1
-
-    @property
-    def duckdb_type(self) -> str:
-        base = DUCKDB_TYPES[self.dtype]
-        return base if self.is_scalar else f"{base}[]"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}

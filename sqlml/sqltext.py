@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlglot
@@ -53,7 +54,21 @@ def parse(text: str) -> exp.Expression:
     try:
         return sqlglot.parse_one(text, read=Sqlml)
     except ParseError as error:
-        raise SqlCompileError(f"cannot parse SQL: {error}") from None
+        raise SqlCompileError(f"cannot parse SQL: {describe_parse_error(error)}") from None
+
+
+def describe_parse_error(error: ParseError) -> str:
+    """'line 1, col 52: expected table name near `... (SELECT FROM` `)`', without terminal codes."""
+    if not error.errors:
+        return str(error)
+    first = error.errors[0]
+    description = re.sub(
+        r"<Token token_type: TokenType\.(\w+), text: ([^,]*),.*?>",
+        lambda m: f"{m.group(2)!r}" if m.group(1) != "SENTINEL" else "the end of the statement",
+        first.get("description", ""),
+    )
+    context = (first.get("start_context") or "")[-40:] + (first.get("highlight") or "")
+    return f"line {first.get('line')}, col {first.get('col')}: {description} (near {context!r})"
 
 
 def model_ref(node: exp.Expression) -> ModelRef:

@@ -112,8 +112,9 @@ def test_threshold_and_option_errors(db, iris, iris_lr, cancer_db):
 
 
 def test_unparseable_ml_sql_and_qualified_model_names(cancer_db):
-    with pytest.raises(SqlCompileError, match="cannot parse SQL"):
+    with pytest.raises(SqlCompileError, match=r"cannot parse SQL: line 1, col 52") as error:
         cancer_db.sql("SELECT * FROM ML.PREDICT(MODEL cancer, (SELECT FROM))")
+    assert "\x1b" not in str(error.value) and "TokenType" not in str(error.value)
     with pytest.raises(SqlCompileError, match="write the bare model name"):
         cancer_db.sql("SELECT * FROM ML.PREDICT(MODEL mydataset.cancer, TABLE patients)")
 

@@ -54,9 +54,10 @@ def test_catalog_and_functions_persist_across_connections(tmp_path, cancer, canc
     with sqlml.connect(path) as db:  # a new process would see the same: all state is in the file
         db.con.register("frame", X)
         args = ", ".join(X.columns)
-        got = db.sql(f'SELECT "cancer@prod"({args}).probabilities[2] FROM frame').fetchnumpy()
-        p1 = next(iter(got.values()))
-        assert np.abs(p1 - cancer_lr.predict_proba(X)[:, 1]).max() < PROBA_TOL
+        for function in ("cancer@prod", "cancer@1", "cancer"):
+            got = db.sql(f'SELECT "{function}"({args}).probabilities[2] FROM frame').fetchnumpy()
+            p1 = next(iter(got.values()))
+            assert np.abs(p1 - cancer_lr.predict_proba(X)[:, 1]).max() < PROBA_TOL
 
 
 def test_register_from_onnx_file_and_create_model_sql(db, tmp_path, cancer, cancer_lr):

@@ -205,11 +205,13 @@ def run_and_print(
 
 # -- helpers --------------------------------------------------------------------------------
 @contextmanager
-def open_database(path: str, *, must_exist: bool = False) -> Iterator[sqlml.Database]:
+def open_database(
+    path: str, *, must_exist: bool = False, read_only: bool = False
+) -> Iterator[sqlml.Database]:
     """Open a database and always close it (an unclosed DuckDB 2.0 connection warns at exit)."""
-    if must_exist and path != ":memory:" and not Path(path).exists():
+    if (must_exist or read_only) and path != ":memory:" and not Path(path).exists():
         raise SqlmlError(f"no database file at {path}")
-    db = sqlml.connect(path)
+    db = sqlml.connect(path, read_only=read_only)
     try:
         yield db
     finally:
@@ -294,12 +296,6 @@ def cmd_drop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _upload_line(artifact: Any) -> str:
-    """How to upload one artifact (compile_bigquery's Artifact knows its gsutil command)."""
-    command = getattr(artifact, "upload_command", None)
-    return str(command) if command else str(artifact)
-
-
 def cmd_compile(args: argparse.Namespace) -> int:
     from sqlml.rewrite.bigquery import compile_bigquery
 
@@ -311,13 +307,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
         artifact_dir: Path | None = Path(args.artifacts)
     else:
         artifact_dir = output.parent / "artifacts" if output else None
-    compiled = compile_bigquery(
-        text,
-        dataset=args.dataset,
-        model_uri=args.model_uri,
-        artifact_dir=artifact_dir,
-        base_dir=base_dir,
+    options = dict(
+        dataset=args.dataset, model_uri=args.model_uri, artifact_dir=artifact_dir, base_dir=base_dir
     )
+    if args.db:  # the registry knows labels and classes: predicted_<label> columns compile too
+        with open_database(args.db, read_only=True) as db:
+            compiled = compile_bigquery(text, layouts=db.output_layout, **options)
+    else:
+        compiled = compile_bigquery(text, **options)
     sql = compiled.sql if compiled.sql.endswith("\n") or not compiled.sql else compiled.sql + "\n"
     if output is None:
         sys.stdout.write(sql)
@@ -332,7 +329,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         where = f" to {args.model_uri}" if args.model_uri else ""
         print(f"upload these artifacts{where} before running the SQL:", file=report)
         for artifact in compiled.artifacts:
-            print(f"  {_upload_line(artifact)}", file=report)
+            print(f"  {artifact.upload_command}", file=report)
     return 0
 
 
@@ -690,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("-o", "--output", metavar="OUT", help="write the SQL here")
     compile_.add_argument("--dataset", help="BigQuery dataset for model names")
     compile_.add_argument("--model-uri", help="where artifacts are uploaded (gs://bucket/path)")
+    compile_.add_argument(
+        "--db", metavar="DB", help="a sqlml database whose models' labels and classes to use"
+    )
     compile_.add_argument(
         "--artifacts",
         metavar="DIR",

@@ -339,9 +339,9 @@ class Database:
             raise SqlCompileError(f"unknown compile target {target!r} (supported: bigquery)")
         from sqlml.rewrite.bigquery import compile_bigquery
 
-        return compile_bigquery(text, layouts=self._known_layout, **options).sql
+        return compile_bigquery(text, layouts=self.output_layout, **options).sql
 
-    def _known_layout(self, ref: ModelRef) -> OutputLayout | None:
+    def output_layout(self, ref: ModelRef) -> OutputLayout | None:
         """What a registered model outputs, for compiling its predicted_<label> columns."""
         if ref.name not in self.registry.names():
             return None

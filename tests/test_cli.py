@@ -454,3 +454,16 @@ def test_missing_database_and_bad_sql_in_process(tmp_path, capsys):
     assert err.startswith('Error: Parser Error: syntax error at or near "SELEC"')
     assert main(["sql", str(tmp_path / "new.duckdb"), "SELECT 42 AS x", "--format", "csv"]) == 0
     assert capsys.readouterr().out == "x\n42\n"
+
+
+def test_compile_with_db_adds_predicted_columns(registered):
+    """With --db the registry's label and classes turn into predicted_<label> SQL for BigQuery."""
+    (registered / "score.sql").write_text(
+        "SELECT a, predicted_y FROM ML.PREDICT(MODEL clf, TABLE t, STRUCT(0.8 AS threshold));\n"
+    )
+    out = ok(registered, "compile", "score.sql", "--dataset", "analytics", "--db", "wh.duckdb")
+    sqlglot.parse_one(out, read="bigquery")
+    assert "IF(probabilities[OFFSET(1)] > 0.8, 1, 0) AS predicted_y" in out
+    assert "FROM ML.PREDICT(MODEL `analytics.clf`, TABLE t)" in out
+    result = run(registered, "compile", "score.sql", "--db", "missing.duckdb")
+    assert result.returncode == 1 and "no database file at missing.duckdb" in result.stderr

@@ -13,14 +13,16 @@ from sqlml.errors import ModelInputError, ModelNotFoundError, SqlCompileError
 def test_unknown_model_version_and_alias(cancer_db):
     with pytest.raises(ModelNotFoundError, match=r"unknown model 'churn' \(registered: cancer\)"):
         cancer_db.sql("SELECT * FROM ML.PREDICT(MODEL churn, TABLE patients)")
-    with pytest.raises(ModelNotFoundError, match=r"model cancer has no version 9 \(versions: \[1\]\)"):
+    no_version = r"model cancer has no version 9 \(versions: \[1\]\)"
+    with pytest.raises(ModelNotFoundError, match=no_version):
         cancer_db.sql("SELECT * FROM ML.PREDICT(MODEL `cancer@9`, TABLE patients)")
     with pytest.raises(ModelNotFoundError, match="model cancer has no alias 'prod'"):
         cancer_db.predict("cancer@prod", "patients")
 
 
 def test_missing_input_column_is_named(cancer_db):
-    with pytest.raises(ModelInputError, match=r"model cancer: input column 'mean_texture' is missing"):
+    missing = r"model cancer: input column 'mean_texture' is missing"
+    with pytest.raises(ModelInputError, match=missing):
         cancer_db.sql(
             "SELECT * FROM ML.PREDICT(MODEL cancer, "
             "(SELECT * EXCLUDE (mean_texture) FROM patients))"
@@ -100,7 +102,9 @@ def test_threshold_and_option_errors(db, iris, iris_lr, cancer_db):
     db.register_model("species", iris_lr, label="species")
     db.con.register("iris_frame", X)
     with pytest.raises(SqlCompileError, match="threshold applies to binary classifiers"):
-        db.sql("SELECT * FROM ML.PREDICT(MODEL species, TABLE iris_frame, STRUCT(0.5 AS threshold))")
+        db.sql(
+            "SELECT * FROM ML.PREDICT(MODEL species, TABLE iris_frame, STRUCT(0.5 AS threshold))"
+        )
     with pytest.raises(SqlCompileError, match=r"unknown option\(s\) \['treshold'\]"):
         cancer_db.sql(
             "SELECT * FROM ML.PREDICT(MODEL cancer, TABLE patients, STRUCT(0.5 AS treshold))"

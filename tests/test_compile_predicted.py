@@ -32,7 +32,8 @@ def test_multiclass_and_unknown_models(db, iris_lr):
     db.register_model("species", iris_lr, label="species")
     sql = db.compile("SELECT * FROM ML.PREDICT(MODEL species, TABLE flowers)", dataset="d")
     sqlglot.parse_one(sql, read="bigquery")
-    assert "ORDER BY\n        e.prob DESC,\n        i\n      LIMIT 1\n    ) AS predicted_species" in sql
+    tail = "ORDER BY\n        e.prob DESC,\n        i\n      LIMIT 1\n    ) AS predicted_species"
+    assert tail in sql
     assert "STRUCT('virginica' AS label, probabilities[OFFSET(2)] AS prob)" in sql
     # a model the registry does not know stays plain ML.PREDICT
     plain = db.compile("SELECT * FROM ML.PREDICT(MODEL other, TABLE t)", dataset="d")

@@ -28,8 +28,8 @@ def test_versions_aliases_and_catalog_sql(db, cancer_lr, cancer_gb):
     assert (v1.version, v2.version) == (1, 2)
     db.set_alias("cancer", "champion", 1)
     row = db.sql(
-        "SELECT model, latest_version, versions, aliases, format, label, inputs[1], outputs, classes "
-        "FROM sqlml.models"
+        "SELECT model, latest_version, versions, aliases, format, label, inputs[1], outputs, "
+        "classes FROM sqlml.models"
     ).fetchall()[0]
     assert row[:3] == ("cancer", 2, 2)
     assert row[3] == {"champion": 1}
@@ -185,8 +185,8 @@ def test_example_artifacts_in_models_folder_register_and_match(db):
 
     models = Path(__file__).resolve().parents[1] / "models"
     db.sql(
-        f"CREATE MODEL trees OPTIONS(model_type='onnx', model_path='{models / 'cancer_trees.onnx'}',"
-        " input_label_cols=['malignant'])"
+        "CREATE MODEL trees OPTIONS(model_type='onnx', "
+        f"model_path='{models / 'cancer_trees.onnx'}', input_label_cols=['malignant'])"
     )
     db.sql(
         f"CREATE MODEL nn OPTIONS(model_type='tensorflow', model_path='{models / 'cancer_nn'}', "
@@ -199,7 +199,8 @@ def test_example_artifacts_in_models_folder_register_and_match(db):
     expected = trees.predict_proba(patients[demo.feature_columns(patients)])
     assert np.abs(np.stack(out["probabilities"].to_numpy()) - expected).max() < PROBA_TOL
     nn = db.sql(
-        "SELECT avg((predicted_malignant = malignant)::INT) FROM ML.PREDICT(MODEL nn, TABLE patients)"
+        "SELECT avg((predicted_malignant = malignant)::INT) "
+        "FROM ML.PREDICT(MODEL nn, TABLE patients)"
     ).fetchall()[0][0]
     assert nn > 0.9
 

@@ -31,7 +31,13 @@ def parameter_type(tensor: Tensor) -> str:
 
 
 class ModelFunction:
-    """Callable given to DuckDB's `create_function(type='arrow')` for one model version."""
+    """Callable given to DuckDB's `create_function(type='arrow')` for one model version.
+
+    DuckDB calls it once per 2048-row vector from each of its threads, and every Python step
+    here holds the GIL the other threads wait on: the per-call work is kept to a few numpy and
+    Arrow constructor calls, with everything that depends only on the signature (or on the
+    batch length) computed once.
+    """
 
     def __init__(
         self,
@@ -49,6 +55,23 @@ class ModelFunction:
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
         self._struct_type = self.layout.arrow_type()
+        self._fields = list(self._struct_type)
+        self._inputs = [_InputPlan(t) for t in signature.inputs]
+        self._outputs = [(t.name, arrow_type(t)) for t in signature.outputs]
+        self._classifier = bool(self.layout.predicted and signature.is_classifier)
+        if self._classifier:
+            class_type = self.layout.class_type
+            self._classes = pa.array(list(signature.classes), class_type)
+            # integer labels are picked with numpy; strings with an Arrow take
+            self._class_values = (
+                np.array(signature.classes, dtype=np.int64)
+                if pa.types.is_integer(class_type)
+                else None
+            )
+            probs_field = self._fields[-1]
+            self._probs_type = probs_field.type
+            self._entry_fields = list(probs_field.type.value_type)
+        self._constants: dict[tuple[str, int, int], pa.Array] = {}
 
     @property
     def parameter_types(self) -> list[str]:
@@ -63,8 +86,7 @@ class ModelFunction:
         return self._runtime
 
     def __call__(self, *columns: pa.ChunkedArray | pa.Array) -> pa.StructArray:
-        arrays = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in columns]
-        return self.predict_arrow(arrays)
+        return self.predict_arrow([_single_array(c) for c in columns])
 
     def as_duckdb_callable(self) -> Callable[..., pa.StructArray]:
         """`self` with one named parameter per model input: DuckDB checks the arity."""
@@ -88,7 +110,7 @@ class ModelFunction:
             arrays, valid = self._apply_null_policy(arrays)
         if n == 0 or (valid is not None and not valid.any()):
             return pa.nulls(n, self._struct_type).cast(self._struct_type)
-        inputs = {t.name: _to_numpy(a, t, self.ref) for t, a in zip(self.signature.inputs, arrays)}
+        inputs = {p.name: p.to_numpy(a, self.ref) for p, a in zip(self._inputs, arrays)}
         result = self._to_struct(self.runtime.predict(inputs), len(arrays[0]))
         if valid is None:
             return result
@@ -112,30 +134,96 @@ class ModelFunction:
         keep = pa.array(valid)
         return [a.filter(keep) for a in arrays], valid
 
+    def _constant(self, kind: str, n: int, k: int) -> pa.Array:
+        """Arrays that depend only on the batch length: list offsets, repeated class labels."""
+        key = (kind, n, k)
+        found = self._constants.get(key)
+        if found is None:
+            if kind == "offsets":
+                found = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+            else:
+                found = self._classes.take(pa.array(np.tile(np.arange(k), n)))
+            if len(self._constants) > 64:  # batch lengths vary with filters; keep a few
+                self._constants.clear()
+            self._constants[key] = found
+        return found
+
+    def _list(self, values: np.ndarray, value_type: pa.DataType, n: int) -> pa.ListArray:
+        flat = values.reshape(-1)
+        k = flat.size // n if n else 0
+        offsets = self._constant("offsets", n, k) if k else pa.array(np.zeros(n + 1, np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(flat, value_type))
+
     def _to_struct(self, outputs: dict[str, np.ndarray], n: int) -> pa.StructArray:
-        layout = self.layout
-        columns = [_to_arrow(outputs[t.name], t, n) for t in self.signature.outputs]
-        if layout.predicted and self.signature.is_classifier:
+        columns = []
+        for name, target in self._outputs:
+            if pa.types.is_list(target):
+                columns.append(self._list(outputs[name], target.value_type, n))
+            else:
+                columns.append(pa.array(outputs[name].reshape(n), target))
+        if self._classifier:
             probs = class_probabilities(
                 outputs[self.signature.probabilities], len(self.signature.classes)
             )
-            classes = pa.array(list(self.signature.classes), layout.class_type)
-            if layout.is_binary:
-                chosen = (probs[:, 1] > 0.5).astype(np.int64)
+            k = probs.shape[1]
+            if self.layout.is_binary:
+                chosen = probs[:, 1] > 0.5
+                if self._class_values is not None:
+                    low, high = self._class_values
+                    picked = (
+                        chosen.astype(np.int64)
+                        if low == 0 and high == 1
+                        else np.where(chosen, high, low)
+                    )
+                    columns.append(pa.array(picked))
+                else:
+                    columns.append(self._classes.take(pa.array(chosen.astype(np.int64))))
             else:
                 chosen = probs.argmax(axis=1)
-            columns.append(classes.take(pa.array(chosen)))
-            k = probs.shape[1]
-            labels = classes.take(pa.array(np.tile(np.arange(k), n)))
+                if self._class_values is not None:
+                    columns.append(pa.array(self._class_values[chosen]))
+                else:
+                    columns.append(self._classes.take(pa.array(chosen)))
             entries = pa.StructArray.from_arrays(
-                [labels, pa.array(probs.reshape(-1).astype(np.float64))], ["label", "prob"]
+                [self._constant("labels", n, k), pa.array(probs.reshape(-1))],
+                fields=self._entry_fields,
             )
-            offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-            columns.append(pa.ListArray.from_arrays(offsets, entries))
-        elif layout.predicted:
-            value = outputs[layout.regression_output.name]
+            columns.append(
+                pa.ListArray.from_arrays(
+                    self._constant("offsets", n, k), entries, type=self._probs_type
+                )
+            )
+        elif self.layout.predicted:
+            value = outputs[self.layout.regression_output.name]
             columns.append(pa.array(np.asarray(value, dtype=np.float64).reshape(n)))
-        return pa.StructArray.from_arrays(columns, fields=list(self._struct_type))
+        return pa.StructArray.from_arrays(columns, fields=self._fields)
+
+
+class _InputPlan:
+    """How one model input is read from an Arrow column, decided once from its tensor."""
+
+    __slots__ = ("name", "tensor", "dtype", "column")
+
+    def __init__(self, tensor: Tensor):
+        self.name = tensor.name
+        self.tensor = tensor
+        self.dtype = np.dtype(NUMPY_TYPES[tensor.dtype])
+        self.column = len(tensor.shape) != 1  # (n, 1) rather than (n,)
+
+    def to_numpy(self, array: pa.Array, ref: str) -> np.ndarray:
+        if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+            return _to_numpy(array, self.tensor, ref)
+        values = array.to_numpy(zero_copy_only=False)
+        if values.dtype != self.dtype:
+            values = values.astype(self.dtype)
+        return values.reshape(-1, 1) if self.column else values
+
+
+def _single_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """DuckDB passes one-chunk ChunkedArrays: take the chunk rather than copy it."""
+    if isinstance(column, pa.ChunkedArray):
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
 
 
 def class_probabilities(values: np.ndarray, n_classes: int) -> np.ndarray:
@@ -175,15 +263,3 @@ def _to_numpy(array: pa.Array, tensor: Tensor, ref: str) -> np.ndarray:
         shape = (n,) if len(tensor.shape) == 1 else (n, 1)
     dtype = NUMPY_TYPES[tensor.dtype]
     return np.asarray(values, dtype=dtype).reshape(shape)
-
-
-def _to_arrow(values: np.ndarray, tensor: Tensor, n: int) -> pa.Array:
-    target = arrow_type(tensor)
-    if pa.types.is_list(target):
-        flat = values.reshape(-1)
-        k = flat.size // n if n else 0
-        offsets = pa.array(
-            np.arange(0, n * k + 1, k, dtype=np.int32) if k else np.zeros(n + 1, np.int32)
-        )
-        return pa.ListArray.from_arrays(offsets, pa.array(flat, target.value_type))
-    return pa.array(values.reshape(n), target)

@@ -105,7 +105,12 @@ def predict_subquery(predict: exp.Predict, binder: Binder) -> exp.Subquery:
 
 
 def bind_inputs(ref: str, function: ModelFunction, columns: list[tuple[str, str]]) -> list[str]:
-    """Quoted column names for each model input, in the function's argument order."""
+    """Quoted column references for each model input, in the function's argument order."""
+    return [f"__sqlml_in.{quote(name)}" for name in match_inputs(ref, function, columns)]
+
+
+def match_inputs(ref: str, function: ModelFunction, columns: list[tuple[str, str]]) -> list[str]:
+    """The query column feeding each model input (by name, case-insensitively), type-checked."""
     by_name = {name.lower(): (name, type_) for name, type_ in columns}
     arguments = []
     for tensor in function.signature.inputs:
@@ -120,7 +125,7 @@ def bind_inputs(ref: str, function: ModelFunction, columns: list[tuple[str, str]
         check_type(
             ref, tensor.name, tensor.dtype, tensor.is_scalar or tensor.width == -1, column_type
         )
-        arguments.append(f"__sqlml_in.{quote(name)}")
+        arguments.append(name)
     return arguments
 
 

@@ -11,7 +11,7 @@ import itertools
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from sqlglot import exp
@@ -27,6 +27,9 @@ from sqlml.runtimes import FORMATS, Runtime, load_runtime
 from sqlml.signature import Signature
 from sqlml.sqltext import mentions_ml, parse, property_options, split_statements
 from sqlml.udf import NULL_POLICIES, ModelFunction
+
+if TYPE_CHECKING:
+    from sqlml.bulk import BulkResult
 
 _input_names = itertools.count(1)
 _open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
@@ -331,6 +334,16 @@ class Database:
                 del self._functions[function_name]
         for function_name, version in wanted.items():
             self._ensure_function(function_name, version)
+
+    def predict_to(self, ref: str, source: Any, target: str | Path, **options: Any) -> BulkResult:
+        """Stream `source` through a model into a .parquet/.csv file or a table (see sqlml.bulk).
+
+        Bounded memory, all cores, large batches, a progress bar on a terminal; the output is
+        ML.PREDICT's (input columns, then model columns) and a failed job writes nothing.
+        """
+        from sqlml.bulk import predict_to
+
+        return predict_to(self, ref, source, target, **options)
 
     # -- compile ---------------------------------------------------------------------------
     def compile(self, text: str, target: str = "bigquery", **options: Any) -> str:

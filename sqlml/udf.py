@@ -102,7 +102,7 @@ class ModelFunction:
         )
         return call
 
-    def predict_arrow(self, arrays: list[pa.Array]) -> pa.StructArray:
+    def predict_arrow(self, arrays: list[pa.Array], threshold: float = 0.5) -> pa.StructArray:
         """Score Arrow columns given in signature input order; NULL rows follow `nulls`."""
         n = len(arrays[0]) if arrays else 0
         valid = None
@@ -111,7 +111,7 @@ class ModelFunction:
         if n == 0 or (valid is not None and not valid.any()):
             return pa.nulls(n, self._struct_type).cast(self._struct_type)
         inputs = {p.name: p.to_numpy(a, self.ref) for p, a in zip(self._inputs, arrays)}
-        result = self._to_struct(self.runtime.predict(inputs), len(arrays[0]))
+        result = self._to_struct(self.runtime.predict(inputs), len(arrays[0]), threshold)
         if valid is None:
             return result
         positions = np.cumsum(valid) - 1
@@ -154,7 +154,9 @@ class ModelFunction:
         offsets = self._constant("offsets", n, k) if k else pa.array(np.zeros(n + 1, np.int32))
         return pa.ListArray.from_arrays(offsets, pa.array(flat, value_type))
 
-    def _to_struct(self, outputs: dict[str, np.ndarray], n: int) -> pa.StructArray:
+    def _to_struct(
+        self, outputs: dict[str, np.ndarray], n: int, threshold: float = 0.5
+    ) -> pa.StructArray:
         columns = []
         for name, target in self._outputs:
             if pa.types.is_list(target):
@@ -167,7 +169,7 @@ class ModelFunction:
             )
             k = probs.shape[1]
             if self.layout.is_binary:
-                chosen = probs[:, 1] > 0.5
+                chosen = probs[:, 1] > threshold
                 if self._class_values is not None:
                     low, high = self._class_values
                     picked = (

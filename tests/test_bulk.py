@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import PROBA_TOL
 
 from sqlml.errors import ModelInputError, SqlmlError
 

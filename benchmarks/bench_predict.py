@@ -63,20 +63,23 @@ def make_data(rows: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def matrix_session(estimator, threads: int) -> ort.InferenceSession:
-    """The ceiling: the same estimator as an ONNX graph with one [None, 8] matrix input."""
+def matrix_onnx(estimator) -> bytes:
+    """The same estimator as an ONNX graph with one [None, 8] float32 matrix input `X`."""
     proto = convert_sklearn(
         estimator,
         initial_types=[("X", FloatTensorType([None, len(FEATURES)]))],
         options={id(estimator): {"zipmap": False}},
         target_opset=TARGET_OPSET,
     )
+    return proto.SerializeToString()
+
+
+def matrix_session(estimator, threads: int) -> ort.InferenceSession:
+    """The ceiling: `matrix_onnx(estimator)` in onnxruntime with `threads` intra-op threads."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(
-        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(matrix_onnx(estimator), options, providers=["CPUExecutionProvider"])
 
 
 def run_onnxruntime(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:

@@ -310,9 +310,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
     options = dict(
         dataset=args.dataset, model_uri=args.model_uri, artifact_dir=artifact_dir, base_dir=base_dir
     )
+    if args.inline_models and not args.db:
+        raise SqlmlError("--inline-models needs --db: the models' SQL form is in the registry")
     if args.db:  # the registry knows labels and classes: predicted_<label> columns compile too
         with open_database(args.db, read_only=True) as db:
-            compiled = compile_bigquery(text, layouts=db.output_layout, **options)
+            compiled = compile_bigquery(
+                text,
+                layouts=db.output_layout,
+                sql_models=db.sql_model,
+                inline_models=args.inline_models,
+                **options,
+            )
     else:
         compiled = compile_bigquery(text, **options)
     sql = compiled.sql if compiled.sql.endswith("\n") or not compiled.sql else compiled.sql + "\n"
@@ -689,6 +697,11 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--model-uri", help="where artifacts are uploaded (gs://bucket/path)")
     compile_.add_argument(
         "--db", metavar="DB", help="a sqlml database whose models' labels and classes to use"
+    )
+    compile_.add_argument(
+        "--inline-models",
+        action="store_true",
+        help="ML.PREDICT of models compiled to SQL becomes plain SQL (no import; needs --db)",
     )
     compile_.add_argument(
         "--artifacts",

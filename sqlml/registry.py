@@ -7,7 +7,7 @@ Every change runs in one transaction, so a failure leaves the catalog exactly as
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -124,8 +124,13 @@ class Registry:
         source: str | None = None,
         description: str | None = None,
         must_be_new: bool = False,
+        on_added: Callable[[ModelVersion], None] | None = None,
     ) -> ModelVersion:
-        """Store an artifact as the next version of `name` (version 1 for a new model)."""
+        """Store an artifact as the next version of `name` (version 1 for a new model).
+
+        `on_added` runs inside the same transaction (e.g. to store the model's SQL form), so
+        a failure there leaves nothing behind either.
+        """
         name = check_name(name)
         digest = sha256(data)
         with self._transaction():
@@ -156,7 +161,10 @@ class Registry:
                     description,
                 ],
             )
-        return ModelVersion(name, latest + 1, fmt, signature, label, nulls, digest)
+            version = ModelVersion(name, latest + 1, fmt, signature, label, nulls, digest)
+            if on_added is not None:
+                on_added(version)
+        return version
 
     def _run(self, sql: str, params: list | None = None) -> list[tuple]:
         """Execute and fetch all: DuckDB keeps a connection busy until a result is drained."""
@@ -273,14 +281,25 @@ class Registry:
                 "DELETE FROM sqlml.model_aliases WHERE model = ? AND alias = ?", [name, alias]
             )
 
-    def drop(self, name: str, *, missing_ok: bool = False) -> bool:
-        """Remove a model with all its versions and aliases (and artifacts no one else uses)."""
+    def drop(
+        self,
+        name: str,
+        *,
+        missing_ok: bool = False,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> bool:
+        """Remove a model with all its versions and aliases (and artifacts no one else uses).
+
+        `on_drop` runs inside the same transaction, before the catalog rows go.
+        """
         name = check_name(name)
         if name not in self.names():
             if missing_ok:
                 return False
             raise ModelNotFoundError(self._not_found_message(ModelRef(name)))
         with self._transaction():
+            if on_drop is not None:
+                on_drop(name)
             self._run("DELETE FROM sqlml.model_aliases WHERE model = ?", [name])
             self._run("DELETE FROM sqlml.model_versions WHERE model = ?", [name])
             self._run(

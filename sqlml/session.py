@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 from sqlglot import exp
 
-from sqlml import convert
+from sqlml import convert, sqlcatalog
 from sqlml.artifacts import pack_directory
 from sqlml.errors import ArtifactError, SqlCompileError, SqlmlError
 from sqlml.names import ModelRef, check_name
@@ -25,6 +25,7 @@ from sqlml.registry import ModelVersion, Registry
 from sqlml.rewrite import duckdb as duckdb_rewrite
 from sqlml.runtimes import FORMATS, Runtime, load_runtime
 from sqlml.signature import Signature
+from sqlml.sqlmodel import NotCompilable, SqlModel, check_against_runtime, compile_onnx
 from sqlml.sqltext import mentions_ml, parse, property_options, split_statements
 from sqlml.udf import NULL_POLICIES, ModelFunction
 
@@ -41,6 +42,8 @@ def _close_open_databases() -> None:
     connection with Python functions is still open."""
     for database in list(_open_databases):
         database.close()
+
+
 MACRO_DIR = Path(__file__).resolve().parent.parent / "udfs"
 
 
@@ -51,28 +54,48 @@ def load_macros(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def connect(
-    path: str | Path | None = None, *, read_only: bool = False, threads: int | None = None
+    path: str | Path | None = None,
+    *,
+    read_only: bool = False,
+    threads: int | None = None,
+    storage_version: str | None = None,
 ) -> Database:
-    """Open (or create) a DuckDB database file with sqlml's catalog and model functions."""
-    return Database(path, read_only=read_only, threads=threads)
+    """Open (or create) a DuckDB database file with sqlml's catalog and model functions.
+
+    `storage_version` (e.g. 'v1.4.0') creates a new file older DuckDB versions can open, such
+    as the DuckDB 1.5 shell that runs the models compiled to SQL (an existing file keeps its
+    format).
+    """
+    return Database(path, read_only=read_only, threads=threads, storage_version=storage_version)
 
 
 class Database:
     """A DuckDB connection plus the model registry and one SQL function per model."""
 
     def __init__(
-        self, path: str | Path | None = None, *, read_only: bool = False, threads: int | None = None
+        self,
+        path: str | Path | None = None,
+        *,
+        read_only: bool = False,
+        threads: int | None = None,
+        storage_version: str | None = None,
     ):
-        config = {"threads": threads} if threads else {}
+        config: dict[str, Any] = {"threads": threads} if threads else {}
+        if storage_version:
+            config["storage_compatibility_version"] = storage_version
         self.path = str(path) if path else ":memory:"
+        self.read_only = read_only
         self.con = duckdb.connect(self.path, read_only=read_only, config=config)
         self._runtimes: dict[str, Runtime] = {}
         self._runtime_lock = threading.Lock()
         self._functions: dict[str, tuple[str, ModelFunction]] = {}  # function name -> (sha, fn)
+        self._sql_models: dict[tuple[str, str | None, str], SqlModel] = {}
+        self._verified: set[str] = set()  # artifacts whose sha256 was checked (SQL path)
         try:
             self.registry = Registry(self.con, read_only=read_only)
             if not read_only:
                 load_macros(self.con)
+            self._sql_tables = self._init_sql_forms()
             self.sync_functions()
         except BaseException:
             self.con.close()
@@ -114,8 +137,7 @@ class Database:
             return None
         if not duckdb_rewrite.has_predict(tree):
             return self.con.sql(text)
-        rewritten = duckdb_rewrite.rewrite(tree, self)
-        return self.con.sql(rewritten.sql(dialect="duckdb"))
+        return self.con.sql(duckdb_rewrite.rewrite_sql(tree, self))
 
     def _create_model(self, tree: exp.Create) -> duckdb.DuckDBPyRelation:
         name = tree.this.name
@@ -134,7 +156,9 @@ class Database:
             )
         labels = options.pop("input_label_cols", None)
         label = options.pop("label", labels[0] if isinstance(labels, list) and labels else None)
-        kwargs = {k: options.pop(k) for k in ("classes", "nulls", "description") if k in options}
+        kwargs = {
+            k: options.pop(k) for k in ("classes", "nulls", "description", "engine") if k in options
+        }
         if options:
             raise SqlCompileError(f"CREATE MODEL {name}: unknown option(s) {sorted(options)}")
         if tree.args.get("exists") and check_name(name) in self.registry.names():
@@ -165,18 +189,25 @@ class Database:
         description: str | None = None,
         format: str | None = None,
         must_be_new: bool = False,
+        engine: str = "auto",
     ) -> ModelVersion:
         """Add a version of `name` from an .onnx file, SavedModel folder, sklearn or Keras model.
 
         `label` names the target column (adds `predicted_<label>` columns); `classes` gives class
         labels when the artifact does not carry them (Keras); `nulls` is what a NULL input does:
         'null' (that row's prediction is NULL), 'nan' (floats become NaN) or 'error'.
+        `engine`: 'auto' compiles the model to SQL when it can (docs/sql.md, "Models compiled
+        to SQL"), 'sql' fails unless it can, 'runtime' never compiles it.
         """
         name = check_name(name)
         if label is not None:
             check_name(label, "label column")
         if nulls not in NULL_POLICIES:
             raise SqlmlError(f"model {name}: nulls must be one of {NULL_POLICIES}, got {nulls!r}")
+        if engine not in sqlcatalog.ENGINES:
+            raise SqlmlError(
+                f"model {name}: engine must be one of {sqlcatalog.ENGINES}, got {engine!r}"
+            )
         fmt, data, source = self._artifact_from(name, model, inputs, format)
         runtime = load_runtime(fmt, data, name)  # proves the artifact loads before storing it
         signature: Signature = runtime.signature.with_classes(classes)
@@ -185,6 +216,14 @@ class Database:
                 f"model {name}: no float output matches {len(classes)} classes "
                 f"(outputs: {[t.name for t in signature.outputs]})"
             )
+        compiled, reason = self._compile_sql(fmt, data, runtime, signature, label, nulls, engine)
+        if engine == "sql" and compiled is None:
+            raise SqlmlError(f"model {name}: engine='sql' but it does not compile to SQL: {reason}")
+
+        def store_sql_form(added: ModelVersion) -> None:  # inside the registration transaction
+            sqlcatalog.record(self.con, added.name, added.version, engine, compiled, reason)
+            self._sync_sql_macros()
+
         version = self.registry.add_version(
             name,
             fmt,
@@ -195,6 +234,7 @@ class Database:
             source=source,
             description=description,
             must_be_new=must_be_new,
+            on_added=store_sql_form,
         )
         with self._runtime_lock:
             self._runtimes.setdefault(version.sha256, runtime)
@@ -245,7 +285,11 @@ class Database:
         self.sync_functions()
 
     def drop_model(self, name: str, *, missing_ok: bool = False) -> None:
-        self.registry.drop(name, missing_ok=missing_ok)
+        self.registry.drop(
+            name,
+            missing_ok=missing_ok,
+            on_drop=lambda model: sqlcatalog.drop_model(self.con, model),
+        )
         self.sync_functions()
 
     def models(self) -> duckdb.DuckDBPyRelation:
@@ -255,9 +299,13 @@ class Database:
         return self.registry.resolve(ModelRef.parse(ref))
 
     def predict(
-        self, ref: str, data: Any, *, threshold: float | None = None
+        self, ref: str, data: Any, *, threshold: float | None = None, engine: str = "auto"
     ) -> duckdb.DuckDBPyRelation:
-        """ML.PREDICT over a relation, DataFrame, Arrow table or table name."""
+        """ML.PREDICT over a relation, DataFrame, Arrow table or table name.
+
+        `engine`: 'auto', 'sql' or 'runtime', as ML.PREDICT's option (docs/sql.md).
+        """
+        duckdb_rewrite.check_engine(ref, engine)
         model = ModelRef.parse(ref)
         view = f"__sqlml_input_{next(_input_names)}"
         if isinstance(data, str):
@@ -268,7 +316,9 @@ class Database:
         else:
             self.con.register(view, data)
             source = view
-        options = f", STRUCT({float(threshold)!r} AS threshold)" if threshold is not None else ""
+        fields = [f"{float(threshold)!r} AS threshold"] if threshold is not None else []
+        fields += [f"'{engine}' AS engine"] if engine != "auto" else []
+        options = f", STRUCT({', '.join(fields)})" if fields else ""
         return self.sql(f"SELECT * FROM ML.PREDICT(MODEL `{model}`, TABLE {source}{options})")
 
     # -- functions (also the Binder of the DuckDB rewrite) ------------------------------------
@@ -319,8 +369,21 @@ class Database:
     def sync_functions(self) -> None:
         """Functions `name` (newest version), `name@N` (each version), `name@alias` (each alias).
 
-        Registering a function is cheap: the model itself loads on first use.
+        Registering a function is cheap: the model itself loads on first use. The macros of
+        the models compiled to SQL (`sqlml."name@N"` ...) follow the same names.
         """
+        wanted = self._function_targets()
+        for function_name in list(self._functions):
+            if function_name not in wanted:
+                self.con.remove_function(function_name)
+                del self._functions[function_name]
+        for function_name, version in wanted.items():
+            self._ensure_function(function_name, version)
+        if not self.read_only:
+            with sqlcatalog.transaction(self.con):
+                self._sync_sql_macros(wanted)
+
+    def _function_targets(self) -> dict[str, ModelVersion]:
         wanted: dict[str, ModelVersion] = {}
         for version in self.registry.versions():
             wanted[version.ref] = version
@@ -328,12 +391,126 @@ class Database:
         for name in self.registry.names():
             for alias in self.registry.aliases(name):
                 wanted[f"{name}@{alias}"] = self.registry.resolve(ModelRef(name, alias=alias))
-        for function_name in list(self._functions):
-            if function_name not in wanted:
-                self.con.remove_function(function_name)
-                del self._functions[function_name]
-        for function_name, version in wanted.items():
-            self._ensure_function(function_name, version)
+        return wanted
+
+    # -- models compiled to SQL (sqlmodel translates, sqlcatalog stores) ---------------------
+    def _init_sql_forms(self) -> bool:
+        """Create the catalog tables and compile versions registered before (or by an older
+        translator); True when the tables exist."""
+        if self.read_only:
+            return sqlcatalog.has_tables(self.con)
+        with sqlcatalog.transaction(self.con):
+            sqlcatalog.ensure_tables(self.con)
+        known = sqlcatalog.forms(self.con)
+        for version in self.registry.versions():
+            form = known.get((version.name, version.version))
+            if form is not None and (
+                form.compiler >= sqlcatalog.COMPILER_VERSION or form.engine == "runtime"
+            ):
+                continue
+            engine = form.engine if form is not None else "auto"
+            try:  # only ONNX graphs compile: no need to load (say) TensorFlow to know that
+                runtime = self.runtime(version) if version.format == "onnx" else None
+                data = self.registry.artifact(version) if version.format == "onnx" else b""
+            except SqlmlError as error:
+                compiled, reason = None, f"the artifact does not load: {error}"
+            else:
+                compiled, reason = self._compile_sql(
+                    version.format, data, runtime, version.signature, version.label,
+                    version.nulls, engine,
+                )  # fmt: skip
+            with sqlcatalog.transaction(self.con):
+                sqlcatalog.record(self.con, version.name, version.version, engine, compiled, reason)
+        return True
+
+    def _compile_sql(
+        self,
+        fmt: str,
+        data: bytes,
+        runtime: Runtime | None,
+        signature: Signature,
+        label: str | None,
+        nulls: str,
+        engine: str,
+    ) -> tuple[SqlModel | None, str | None]:
+        """The model as SQL, checked against its runtime on probe rows; else why not."""
+        if engine == "runtime":
+            return None, "registered with engine='runtime'"
+        if fmt != "onnx":
+            return None, f"{fmt} models are not compiled to SQL (only ONNX graphs)"
+        try:
+            compiled = compile_onnx(data, signature, label, nulls)
+            function = ModelFunction("probe", signature, label, lambda: runtime, nulls)
+            check_against_runtime(compiled, function.predict_arrow)
+        except NotCompilable as error:
+            return None, str(error)
+        except Exception as error:  # noqa: BLE001 - the model still runs in its runtime
+            return None, f"translation failed: {type(error).__name__}: {error}"
+        return compiled, None
+
+    def _sync_sql_macros(self, wanted: dict[str, ModelVersion] | None = None) -> None:
+        """Macros `sqlml."<function name>"` for each function whose version compiled to SQL
+        (the caller runs the transaction)."""
+        if not self._sql_tables:
+            return
+        targets = wanted if wanted is not None else self._function_targets()
+        compiled = {key for key, form in sqlcatalog.forms(self.con).items() if form.compiled}
+        sqlcatalog.sync_macros(
+            self.con,
+            {
+                name: (v.name, v.version)
+                for name, v in targets.items()
+                if (v.name, v.version) in compiled
+            },
+        )
+
+    def sql_form(self, ref: str | ModelRef) -> sqlcatalog.SqlForm | None:
+        """Whether (and how) a model version runs as SQL: its macro, plan, or why not."""
+        version = self.registry.resolve(ModelRef.parse(ref) if isinstance(ref, str) else ref)
+        if not self._sql_tables:
+            return None
+        return sqlcatalog.lookup(self.con, version.name, version.version)
+
+    def sql_function(self, ref: ModelRef, engine: str = "auto") -> sqlcatalog.SqlFunction | None:
+        """The compiled form ML.PREDICT inlines for `engine` ('auto' | 'sql'), or None to use
+        the model function ('runtime', or 'auto' for a model that did not compile)."""
+        if engine == "runtime":
+            return None
+        version = self.registry.resolve(ref)
+        form = self.sql_form(ModelRef(version.name, version=version.version))
+        if form is not None and form.compiled and form.plan is not None:
+            if version.sha256 not in self._verified:
+                # the SQL form stands for the artifact: refuse it too if that was modified
+                self.registry.artifact(version)
+                self._verified.add(version.sha256)
+            return sqlcatalog.SqlFunction(
+                form, version.signature, OutputLayout(version.signature, version.label)
+            )
+        if engine == "sql":
+            why = form.reason if form is not None else "it has not been compiled"
+            raise SqlCompileError(
+                f"ML.PREDICT(MODEL {ref}): engine 'sql' needs a model compiled to SQL, and "
+                f"{version.ref} is not: {why}"
+            )
+        return None
+
+    def sql_model(self, ref: ModelRef) -> SqlModel | None:
+        """A registered version's SQL expressions (for compiling to BigQuery), if it has them."""
+        if ref.name not in self.registry.names():
+            return None
+        version = self.registry.resolve(ref)
+        form = self.sql_form(ModelRef(version.name, version=version.version))
+        if form is None or not form.compiled:
+            return None
+        key = (version.sha256, version.label, version.nulls)
+        if key not in self._sql_models:
+            data = self.registry.artifact(version)
+            try:  # checked against onnxruntime when it was registered
+                compiled = compile_onnx(data, version.signature, version.label, version.nulls)
+            except NotCompilable:  # e.g. a smaller node budget than at registration
+                return None
+            self._sql_models[key] = compiled
+        return self._sql_models[key]
 
     def predict_to(self, ref: str, source: Any, target: str | Path, **options: Any) -> BulkResult:
         """Stream `source` through a model into a .parquet/.csv file or a table (see sqlml.bulk).
@@ -352,7 +529,9 @@ class Database:
             raise SqlCompileError(f"unknown compile target {target!r} (supported: bigquery)")
         from sqlml.rewrite.bigquery import compile_bigquery
 
-        return compile_bigquery(text, layouts=self.output_layout, **options).sql
+        return compile_bigquery(
+            text, layouts=self.output_layout, sql_models=self.sql_model, **options
+        ).sql
 
     def output_layout(self, ref: ModelRef) -> OutputLayout | None:
         """What a registered model outputs, for compiling its predicted_<label> columns."""

@@ -125,6 +125,8 @@ def property_options(create: exp.Create) -> dict[str, Any]:
     props = create.args.get("properties")
     options = {}
     for prop in props.expressions if props else []:
-        if isinstance(prop, exp.Property):
+        if isinstance(prop, exp.EngineProperty):  # engine='sql' parses as MySQL's ENGINE=
+            options["engine"] = literal_value(prop.this)
+        elif isinstance(prop, exp.Property):
             options[prop.name.lower()] = literal_value(prop.args["value"])
     return options

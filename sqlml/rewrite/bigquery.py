@@ -23,6 +23,13 @@ dialect; every generated statement is parsed back with that dialect before it is
   ML.PREDICT; the model name gets the dataset. A version or alias pin (`m@3`, `m@champion`)
   compiles to the bare model `m`: BigQuery has no versions, so the imported model *is* the
   deployed version, whatever the pin. Table names are left as written.
+- With `inline_models=True` (`--inline-models`), ML.PREDICT of a model compiled to SQL
+  (`sqlml.sqlmodel`: linear models, small trees) becomes plain SQL instead —
+  `SELECT * EXCEPT (temporaries), <output columns> FROM (<query>)` with one projection per stage
+  of shared values — so it runs without importing an artifact; other models keep ML.PREDICT.
+  `STRUCT('sql' AS engine)` asks for that per query (an error if the model has no SQL form),
+  `STRUCT('runtime' AS engine)` keeps the imported model. The SQL form comes from the registry
+  (`sql_models`, passed by `Database.compile` and `sqlml compile --db`).
 - `DROP MODEL [IF EXISTS] m` becomes BigQuery's DROP MODEL with the dataset.
 - Everything else is transpiled by sqlglot (DuckDB -> BigQuery) with unsupported syntax raising,
   plus a few fixes: list lambdas (`list_transform`, `list_filter`) become order-preserving
@@ -51,11 +58,13 @@ from sqlml.dialect import Sqlml
 from sqlml.errors import SqlCompileError, SqlmlError
 from sqlml.names import ModelRef
 from sqlml.outputs import OutputLayout
+from sqlml.sqlmodel import SqlModel, staged_select
 from sqlml.sqltext import literal_value, model_ref, parse, split_statements, struct_options
 
 FORMATS = {"onnx": "ONNX", "tensorflow": "TENSORFLOW"}
-SQLML_ONLY_OPTIONS = {"input_label_cols", "label", "classes", "nulls", "description"}
-PREDICT_OPTIONS = {"threshold", "keep_original_columns"}
+SQLML_ONLY_OPTIONS = {"input_label_cols", "label", "classes", "nulls", "description", "engine"}
+PREDICT_OPTIONS = {"threshold", "keep_original_columns", "engine"}
+ENGINES = ("auto", "sql", "runtime")
 
 _GCS_URI = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s'\"`\\]*)?")
 _DATASET = re.compile(r"(?:([a-z][a-z0-9-]{4,28}[a-z0-9])\.)?([A-Za-z0-9_]{1,1024})")
@@ -111,11 +120,15 @@ def compile_bigquery(
     artifact_dir: str | Path | None = None,
     base_dir: str | Path | None = None,
     layouts: Callable[[ModelRef], OutputLayout | None] | None = None,
+    sql_models: Callable[[ModelRef], SqlModel | None] | None = None,
+    inline_models: bool = False,
 ) -> CompiledScript:
     """Compile a sqlml script for BigQuery (see the module docstring for the translation).
 
     `layouts` tells what a registered model outputs (`Database.compile` passes the registry's):
     then ML.PREDICT of a classifier with a label also gets `predicted_<label>` columns.
+    `sql_models` gives a registered model's SQL form; with `inline_models`, ML.PREDICT of such a
+    model compiles to plain SQL rather than to a call of an imported model.
     """
     compiler = _Compiler(
         dataset=_check_dataset(dataset),
@@ -123,6 +136,8 @@ def compile_bigquery(
         artifact_dir=Path(artifact_dir) if artifact_dir is not None else None,
         base_dir=Path(base_dir) if base_dir is not None else Path.cwd(),
         layouts=layouts or (lambda ref: None),
+        sql_models=sql_models or (lambda ref: None),
+        inline_models=bool(inline_models),
     )
     statements: list[str] = []
     for number, statement in enumerate(split_statements(text), start=1):
@@ -193,8 +208,12 @@ class _Compiler:
         artifact_dir: Path | None,
         base_dir: Path,
         layouts: Callable[[ModelRef], OutputLayout | None],
+        sql_models: Callable[[ModelRef], SqlModel | None] = lambda ref: None,
+        inline_models: bool = False,
     ):
         self.layouts = layouts
+        self.sql_models = sql_models
+        self.inline_models = inline_models
         self.dataset = dataset
         self.model_uri = model_uri
         self.artifact_dir = artifact_dir
@@ -354,10 +373,54 @@ class _Compiler:
             raise SqlCompileError(f"{what}: threshold must be in [0, 1], got {threshold!r}")
         if not isinstance(predict.expression, (exp.Subquery, exp.Table)):
             raise SqlCompileError(f"{what}: needs a query in parentheses or TABLE name as input")
+        engine = options.get("engine", "auto")
+        if engine not in ENGINES:
+            raise SqlCompileError(
+                f"{what}: engine must be 'auto', 'sql' or 'runtime', got {engine!r}"
+            )
+        if engine == "sql" or (engine == "auto" and self.inline_models):
+            model = self.sql_models(ref)
+            if model is not None:
+                inline_predict(predict, str(ref), model, threshold)
+                return
+            if engine == "sql":
+                raise SqlCompileError(
+                    f"{what}: engine 'sql' needs the model's SQL form; compile with the "
+                    f"database where {ref} is registered and compiled to SQL (--db)"
+                )
+        params = predict.args.get("params_struct")
+        if params is not None and "engine" in options:  # sqlml's option, unknown to BigQuery
+            kept = [e for e in params.expressions if e.this.name.lower() != "engine"]
+            predict.set("params_struct", exp.Struct(expressions=kept) if kept else None)
         predict.this.replace(self.model_table(ref.name))  # a pin compiles to the bare model
         layout = self.layouts(ref)
         if layout is not None and layout.predicted_probs and isinstance(predict.parent, exp.Table):
             with_predicted_columns(predict, layout, threshold)
+
+
+def inline_predict(predict: exp.Predict, ref: str, model: SqlModel, threshold: object) -> None:
+    """Replace `ML.PREDICT(MODEL m, source)` by the model's SQL over `source`.
+
+    The columns are those sqlml adds on DuckDB: the raw outputs, then `predicted_<label>` and
+    `predicted_<label>_probs` (with `threshold` applied) when the model has a label.
+    """
+    holder = predict.parent
+    if not isinstance(holder, exp.Table):
+        raise SqlCompileError(f"ML.PREDICT(MODEL {ref}): use it as a table (in FROM or JOIN)")
+    plan = model.plan(ref, "bigquery", struct=False, threshold=threshold)
+    sql = staged_select(plan, "_sqlml_input AS __sqlml_in", "bigquery")
+    wrapper = sqlglot.parse_one(sql, read="bigquery")
+    placeholder = next(t for t in wrapper.find_all(exp.Table) if t.name == "_sqlml_input")
+    source = predict.expression
+    alias = exp.TableAlias(this=exp.to_identifier("__sqlml_in"))
+    if isinstance(source, exp.Subquery):
+        replacement = exp.Subquery(this=source.this, alias=alias)
+    else:
+        replacement = source.copy()
+        replacement.set("alias", alias)
+    placeholder.replace(replacement)
+    alias = holder.args.get("alias") or exp.TableAlias(this=exp.to_identifier("ml_predict"))
+    holder.replace(exp.Subquery(this=wrapper, alias=alias))
 
 
 def with_predicted_columns(predict: exp.Predict, layout: OutputLayout, threshold: object) -> None:
@@ -403,6 +466,9 @@ def _create_options(tree: exp.Create, name: str) -> dict[str, object]:
     props = tree.args.get("properties")
     options: dict[str, object] = {}
     for prop in props.expressions if props else []:
+        if isinstance(prop, exp.EngineProperty):  # sqlml's engine='sql' parses as ENGINE=
+            options["engine"] = literal_value(prop.this)
+            continue
         if not isinstance(prop, exp.Property):
             raise SqlCompileError(f"CREATE MODEL {name}: unsupported clause {prop.sql(Sqlml)!r}")
         options[prop.name.lower()] = literal_value(prop.args["value"])

@@ -7,10 +7,17 @@
 
 so every input column passes through and the model's outputs follow as columns. Inputs are
 matched to query columns by name (case-insensitively, as in BigQuery) and type-checked first.
+
+A model compiled to SQL (`sqlml.sqlmodel`) is inlined instead of calling a function: its
+stored plan adds one projection per stage of shared values, then the STRUCT, so nothing runs
+in Python. `STRUCT('sql' | 'runtime' | 'auto' AS engine)` chooses; 'auto' (the default) takes
+the SQL form whenever the model has one.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from typing import Protocol
 
 from sqlglot import exp
@@ -18,6 +25,8 @@ from sqlglot import exp
 from sqlml.dialect import Sqlml
 from sqlml.errors import ModelInputError, SqlCompileError
 from sqlml.names import ModelRef
+from sqlml.sqlcatalog import ENGINES, SqlFunction
+from sqlml.sqlmodel import staged_select
 from sqlml.sqltext import model_ref, parse, struct_options
 from sqlml.udf import ModelFunction
 
@@ -40,10 +49,17 @@ _NUMERIC = (
 )
 
 
+PREDICT_OPTIONS = {"threshold", "keep_original_columns", "engine"}
+_INLINED = re.compile(r"\b__sqlml_inline_(\d+)\b")
+_inline_ids = itertools.count(1)
+
+
 class Binder(Protocol):
     """What the rewrite needs from a live database: model functions and query columns."""
 
     def model_function(self, ref: ModelRef) -> tuple[str, ModelFunction]: ...
+
+    def sql_function(self, ref: ModelRef, engine: str = "auto") -> SqlFunction | None: ...
 
     def query_columns(self, sql: str) -> list[tuple[str, str]]: ...
 
@@ -56,8 +72,29 @@ def has_predict(tree: exp.Expression) -> bool:
     return tree.find(exp.Predict) is not None
 
 
-def rewrite(tree: exp.Expression, binder: Binder) -> exp.Expression:
-    """Replace every ML.PREDICT (innermost first) with its DuckDB subquery."""
+def rewrite_sql(tree: exp.Expression, binder: Binder) -> str:
+    """DuckDB SQL for a statement with ML.PREDICT: `rewrite` and generate.
+
+    The plans of models compiled to SQL are spliced into the generated text rather than
+    parsed into the tree: they can be large, and sqlglot would only print them back.
+    """
+    inlined: dict[str, str] = {}
+    sql = rewrite(tree, binder, inlined).sql(dialect="duckdb")
+    while inlined and _INLINED.search(sql):  # a plan's query may hold other placeholders
+        sql = _INLINED.sub(lambda m: "(" + inlined.pop(m.group(0)) + ")", sql)
+    if inlined:
+        raise SqlCompileError(f"internal error: unplaced model SQL {sorted(inlined)}")
+    return sql
+
+
+def rewrite(
+    tree: exp.Expression, binder: Binder, inlined: dict[str, str] | None = None
+) -> exp.Expression:
+    """Replace every ML.PREDICT (innermost first) with its DuckDB subquery.
+
+    Compiled models leave a placeholder table `__sqlml_inline_N` whose SQL is put in
+    `inlined` (use `rewrite_sql`); without `inlined`, they call their macro instead.
+    """
     while True:
         innermost = [
             p
@@ -68,7 +105,7 @@ def rewrite(tree: exp.Expression, binder: Binder) -> exp.Expression:
         if not innermost:
             return tree
         for predict in innermost:
-            replacement = predict_subquery(predict, binder)
+            replacement = predict_subquery(predict, binder, inlined)
             holder = predict.parent if isinstance(predict.parent, exp.Table) else predict
             alias = holder.args.get("alias") if holder is not predict else None
             replacement.set("alias", alias or exp.TableAlias(this=exp.to_identifier("ml_predict")))
@@ -84,20 +121,47 @@ def input_query_sql(source: exp.Expression | None) -> str:
     raise SqlCompileError("ML.PREDICT needs a query in parentheses or TABLE name as input")
 
 
-def predict_subquery(predict: exp.Predict, binder: Binder) -> exp.Subquery:
+def check_engine(ref: object, engine: object) -> str:
+    if engine not in ENGINES:
+        raise SqlCompileError(
+            f"ML.PREDICT(MODEL {ref}): engine must be 'auto', 'sql' or 'runtime', got {engine!r}"
+        )
+    return str(engine)
+
+
+def predict_subquery(
+    predict: exp.Predict, binder: Binder, inlined: dict[str, str] | None = None
+) -> exp.Subquery:
     ref = model_ref(predict.this)
     options = struct_options(predict.args.get("params_struct"), f"ML.PREDICT(MODEL {ref})")
-    unknown = set(options) - {"threshold", "keep_original_columns"}
+    unknown = set(options) - PREDICT_OPTIONS
     if unknown:
         raise SqlCompileError(f"ML.PREDICT(MODEL {ref}): unknown option(s) {sorted(unknown)}")
+    engine = check_engine(ref, options.get("engine", "auto"))
     inner = input_query_sql(predict.expression)
-    function_name, function = binder.model_function(ref)
-    arguments = bind_inputs(str(ref), function, binder.query_columns(inner))
-    sql = (
-        f"SELECT * EXCLUDE ({OUT}), {OUT}.* FROM "
-        f"(SELECT *, {quote(function_name)}({', '.join(arguments)}) AS {OUT} "
-        f"FROM ({inner}) AS __sqlml_in)"
-    )
+    compiled = binder.sql_function(ref, engine)
+    function: ModelFunction | SqlFunction
+    if compiled is not None:
+        function = compiled
+        arguments = bind_inputs(str(ref), function, binder.query_columns(inner))
+        source = f"({inner}) AS __sqlml_in"
+        if inlined is None:  # call the stored macro
+            scored = (
+                f"SELECT *, {compiled.form.macro}({', '.join(arguments)}) AS {OUT} FROM {source}"
+            )
+        else:  # inline the staged plan: each shared value computed once
+            placeholder = f"__sqlml_inline_{next(_inline_ids)}"
+            inlined[placeholder] = staged_select(compiled.plan, source)
+            scored = f"SELECT * FROM {placeholder}"
+        sql = f"SELECT * EXCLUDE ({OUT}), {OUT}.* FROM ({scored})"
+    else:
+        function_name, function = binder.model_function(ref)
+        arguments = bind_inputs(str(ref), function, binder.query_columns(inner))
+        sql = (
+            f"SELECT * EXCLUDE ({OUT}), {OUT}.* FROM "
+            f"(SELECT *, {quote(function_name)}({', '.join(arguments)}) AS {OUT} "
+            f"FROM ({inner}) AS __sqlml_in)"
+        )
     if options.get("threshold") is not None:
         replaced = threshold_expression(str(ref), function, options["threshold"])
         sql = f"SELECT * REPLACE ({replaced}) FROM ({sql})"

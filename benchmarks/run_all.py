@@ -22,11 +22,13 @@ Paths per model (each is one query or one script over the whole table):
   its spinning thread pool falls below one thread when another process takes a core.)
 - sqlml: ML.PREDICT materialized with CREATE TABLE (the input columns, predicted_y and the
   positive-class probability; and SELECT *), consumed by an aggregate, and the scalar-function
-  form m(...);
+  form m(...); for a model sqlml compiled to SQL also the macro sqlml.m(...) and ML.PREDICT with
+  engine='runtime' (the Arrow UDF); db.predict_to(...) when this sqlml has it;
 - a row-by-row Python UDF: DuckDB's native create_function calling the runtime once per row,
   timed on a sample (--udf-rows) because it is slow;
 - a pandas round trip: .df() the table, predict with every core, con.register the frame and
-  CREATE TABLE from it: the job done by hand, writing the same table as the materialized path.
+  CREATE TABLE from it: the job done by hand, writing the same table as the materialized path;
+- a copy of the materialized table: DuckDB's scan and write alone, no model.
 
 Every path runs --repeat times, interleaved across models and paths, and the best run counts;
 all ratios come from this one process. The memory part runs in subprocesses

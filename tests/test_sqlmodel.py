@@ -420,6 +420,13 @@ def test_engine_option_chooses_the_path(ab_db, text_model):
     assert '"m"(__sqlml_in."a", __sqlml_in."b")' in runtime and "__sqlml_t" not in runtime
     with pytest.raises(SqlCompileError, match="engine must be 'auto', 'sql' or 'runtime'"):
         rewritten(", STRUCT('fast' AS engine)")
+    nested = (
+        "SELECT count(*), sum(predicted_y) FROM ML.PREDICT(MODEL m, (SELECT id, a, b FROM "
+        "ML.PREDICT(MODEL m, TABLE ab{}) WHERE predicted_y = 1){})"
+    )
+    sql_only = db.sql(nested.format("", "")).fetchall()
+    assert sql_only == db.sql(nested.format(", STRUCT('runtime' AS engine)", "")).fetchall()
+    assert sql_only == db.sql(nested.format("", ", STRUCT('runtime' AS engine)")).fetchall()
     for threshold in (0.2, 0.5, 0.8):
         sql = predict(db, "m", "sql", "ab", f", {threshold} AS threshold")
         runtime = predict(db, "m", "runtime", "ab", f", {threshold} AS threshold")

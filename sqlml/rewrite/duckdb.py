@@ -79,11 +79,13 @@ def rewrite_sql(tree: exp.Expression, binder: Binder) -> str:
     parsed into the tree: they can be large, and sqlglot would only print them back.
     """
     inlined: dict[str, str] = {}
-    sql = rewrite(tree, binder, inlined).sql(dialect="duckdb")
-    while inlined and _INLINED.search(sql):  # a plan's query may hold other placeholders
-        sql = _INLINED.sub(lambda m: "(" + inlined.pop(m.group(0)) + ")", sql)
-    if inlined:
-        raise SqlCompileError(f"internal error: unplaced model SQL {sorted(inlined)}")
+    return expand(rewrite(tree, binder, inlined).sql(dialect="duckdb"), inlined)
+
+
+def expand(sql: str, inlined: dict[str, str]) -> str:
+    """Put the inlined plans in place of their placeholders (plans may hold others)."""
+    while _INLINED.search(sql):
+        sql = _INLINED.sub(lambda m: "(" + inlined[m.group(0)] + ")", sql)
     return sql
 
 
@@ -143,7 +145,8 @@ def predict_subquery(
     function: ModelFunction | SqlFunction
     if compiled is not None:
         function = compiled
-        arguments = bind_inputs(str(ref), function, binder.query_columns(inner))
+        columns = binder.query_columns(expand(inner, inlined) if inlined else inner)
+        arguments = bind_inputs(str(ref), function, columns)
         source = f"({inner}) AS __sqlml_in"
         if inlined is None:  # call the stored macro
             scored = (
@@ -156,7 +159,8 @@ def predict_subquery(
         sql = f"SELECT * EXCLUDE ({OUT}), {OUT}.* FROM ({scored})"
     else:
         function_name, function = binder.model_function(ref)
-        arguments = bind_inputs(str(ref), function, binder.query_columns(inner))
+        columns = binder.query_columns(expand(inner, inlined) if inlined else inner)
+        arguments = bind_inputs(str(ref), function, columns)
         sql = (
             f"SELECT * EXCLUDE ({OUT}), {OUT}.* FROM "
             f"(SELECT *, {quote(function_name)}({', '.join(arguments)}) AS {OUT} "

@@ -18,7 +18,7 @@ from sqlglot import exp
 
 from sqlml import convert, sqlcatalog
 from sqlml.artifacts import pack_directory
-from sqlml.errors import ArtifactError, SqlCompileError, SqlmlError
+from sqlml.errors import ArtifactError, InvalidNameError, SqlCompileError, SqlmlError
 from sqlml.names import ModelRef, check_name
 from sqlml.outputs import OutputLayout
 from sqlml.registry import ModelVersion, Registry
@@ -59,14 +59,23 @@ def connect(
     read_only: bool = False,
     threads: int | None = None,
     storage_version: str | None = None,
+    memory_limit: str | None = None,
 ) -> Database:
     """Open (or create) a DuckDB database file with sqlml's catalog and model functions.
 
     `storage_version` (e.g. 'v1.4.0') creates a new file older DuckDB versions can open, such
     as the DuckDB 1.5 shell that runs the models compiled to SQL (an existing file keeps its
-    format).
+    format). `memory_limit` (e.g. '1GB') caps DuckDB's buffer cache: by default DuckDB may
+    keep up to 80% of RAM of a scanned table cached, which big scoring jobs do not need.
     """
-    return Database(path, read_only=read_only, threads=threads, storage_version=storage_version)
+    return Database(
+        path, read_only=read_only, threads=threads, storage_version=storage_version,
+        memory_limit=memory_limit,
+    )  # fmt: skip
+
+
+def _probe(x: float) -> float:
+    return x
 
 
 class Database:
@@ -79,8 +88,11 @@ class Database:
         read_only: bool = False,
         threads: int | None = None,
         storage_version: str | None = None,
+        memory_limit: str | None = None,
     ):
         config: dict[str, Any] = {"threads": threads} if threads else {}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
         if storage_version:
             config["storage_compatibility_version"] = storage_version
         self.path = str(path) if path else ":memory:"
@@ -200,6 +212,7 @@ class Database:
         to SQL"), 'sql' fails unless it can, 'runtime' never compiles it.
         """
         name = check_name(name)
+        self._check_not_builtin(name)
         if label is not None:
             check_name(label, "label column")
         if nulls not in NULL_POLICIES:
@@ -240,6 +253,25 @@ class Database:
             self._runtimes.setdefault(version.sha256, runtime)
         self.sync_functions()
         return version
+
+    def _check_not_builtin(self, name: str) -> None:
+        """A model is a SQL function: it must not shadow one of DuckDB's (e.g. `text`, `sum`)."""
+        if name in self.registry.names():
+            return
+        builtin = self.con.execute(
+            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [name]
+        ).fetchall()[0][0]
+        if not builtin:  # functions of autoloadable extensions (e.g. `text`) show up only here
+            try:
+                self.con.create_function(name, _probe, ["DOUBLE"], "DOUBLE")
+                self.con.remove_function(name)
+            except duckdb.Error:
+                builtin = 1
+        if builtin:
+            raise InvalidNameError(
+                f"invalid model name {name!r}: DuckDB already has a function of that name; "
+                f"pick another (e.g. {name}_model)"
+            )
 
     def _artifact_from(
         self, name: str, model: Any, inputs: Any, fmt: str | None

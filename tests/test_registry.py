@@ -220,3 +220,16 @@ def test_read_only_connection_scores_without_writing(tmp_path, cancer, cancer_lr
     duckdb.connect(str(empty)).close()
     with pytest.raises(SqlmlError, match="no sqlml catalog"):
         sqlml.connect(empty, read_only=True)
+
+
+@pytest.mark.parametrize("name", ["text", "sum", "list_transform"])
+def test_names_of_duckdb_functions_are_refused(db, cancer_lr, name):
+    with pytest.raises(InvalidNameError, match="DuckDB already has a function of that name"):
+        db.register_model(name, cancer_lr)
+    assert db.registry.names() == []
+
+
+def test_memory_limit_is_applied(tmp_path):
+    with sqlml.connect(tmp_path / "m.duckdb", memory_limit="500MB") as db:
+        (limit,) = db.sql("SELECT current_setting('memory_limit')").fetchall()[0]
+        assert limit.replace(" ", "") in ("476.8MiB", "500.0MB", "500MB")

@@ -463,17 +463,18 @@ def test_null_policies_on_the_sql_path(db, diabetes):
     db.sql("CREATE TABLE rows AS SELECT * REPLACE (CASE WHEN isnan(age) THEN NULL ELSE age END "
            "AS age) FROM frame")  # fmt: skip
     model = make_pipeline(SimpleImputer(), Ridge()).fit(X, y)
-    db.register_model("null", model, label="y")
-    db.register_model("nan", model, label="y", nulls="nan")
-    db.register_model("error", model, label="y", nulls="error")
-    for name in ("null", "nan"):
+    db.register_model("nulls_null", model, label="y")
+    db.register_model("nulls_nan", model, label="y", nulls="nan")
+    db.register_model("nulls_error", model, label="y", nulls="error")
+    for name in ("nulls_null", "nulls_nan"):
         sql, runtime = predict(db, name, "sql"), predict(db, name, "runtime")
         assert db.sql_form(name).compiled
         np.testing.assert_allclose(sql["predicted_y"], runtime["predicted_y"], rtol=1e-6)
-    assert predict(db, "null", "sql")["predicted_y"].isna().sum() == 2
-    assert predict(db, "nan", "sql")["predicted_y"].isna().sum() == 0  # imputed
-    with pytest.raises(duckdb.Error, match=r"model error@1: input column 'age' has NULL values"):
-        predict(db, "error", "sql")
+    assert predict(db, "nulls_null", "sql")["predicted_y"].isna().sum() == 2
+    assert predict(db, "nulls_nan", "sql")["predicted_y"].isna().sum() == 0  # imputed
+    error = r"model nulls_error@1: input column 'age' has NULL values"
+    with pytest.raises(duckdb.Error, match=error):
+        predict(db, "nulls_error", "sql")
 
 
 # -- BigQuery -----------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import sqlml
 from sqlml.errors import SqlmlError
 from sqlml.names import check_name
 from sqlml.sqltext import split_statements
-from sqlml.udf import parameter_type
+from sqlml.udf import NULL_POLICIES, parameter_type
 
 FORMATS = ("table", "csv", "json")
 DEFAULT_MAX_ROWS = 40
@@ -666,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--classes", help="class labels, comma-separated (e.g. no,yes)")
     register.add_argument(
         "--nulls",
-        choices=("null", "nan", "error"),
+        choices=NULL_POLICIES,
         default="null",
         help="what a NULL input does (default: the row's prediction is NULL)",
     )

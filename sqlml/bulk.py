@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sqlml.errors import SqlmlError
+from sqlml.errors import ModelInputError, SqlmlError
 from sqlml.names import ModelRef
 from sqlml.rewrite.duckdb import match_inputs, quote
 from sqlml.udf import ModelFunction
@@ -61,11 +61,14 @@ def predict_to(
     workers: int | None = None,
     if_exists: str = "error",
     progress: bool | None = None,
+    engine: str = "auto",
 ) -> BulkResult:
     """Score `source` (table name, SELECT text, relation, DataFrame or Arrow table) into `target`.
 
     `target` is a .parquet/.csv path or a DuckDB table name; `if_exists` is 'error', 'replace'
     or 'append' (tables only). `progress=None` shows a progress bar when stderr is a terminal.
+    A model compiled to SQL (`engine` 'auto' or 'sql', as ML.PREDICT's) is scored and written
+    by DuckDB itself into Parquet and tables: no Python per batch and no progress bar.
     """
     model = ModelRef.parse(ref)
     _, function = db.model_function(model)
@@ -77,19 +80,30 @@ def predict_to(
     columns = list(zip(relation.columns, (str(t) for t in relation.types)))
     feeding = match_inputs(str(model), function, columns)
     positions = [relation.columns.index(name) for name in feeding]
-    sink = _sink(db, target, if_exists)
+    as_sql = engine != "runtime" and db.sql_function(model, engine) is not None
+    if as_sql:  # compiled to SQL: DuckDB's threads score it and write it, no Python per batch
+        relation = db.predict(ref, relation, threshold=threshold, engine="sql")
+    sink = _sink(db, target, if_exists, own_connection=as_sql)
     workers = workers or os.cpu_count() or 1
     started = time.perf_counter()
     rows = 0
     show = sys.stderr.isatty() if progress is None else progress
     total = _known_row_count(db, source) if show else None
-    reader = relation.to_arrow_reader(batch_size)
+    reader = relation.to_arrow_reader(batch_size) if not as_sql else None
     try:
-        with _Progress(show, total, f"scoring with {model}") as bar, ThreadPoolExecutor(
-            workers
-        ) as pool:
+        with (
+            _Progress(show, total, f"scoring with {model}") as bar,
+            ThreadPoolExecutor(workers) as pool,
+        ):
+            if as_sql:
+                written = _sql_errors_named(sink.write_all, relation)
+                batches = relation.to_arrow_reader(batch_size) if written is None else ()
+                for batch in batches:
+                    rows += sink.write(batch)
+                    bar.update(rows)
+                rows = rows if written is None else written
             pending: deque[Future[pa.RecordBatch]] = deque()
-            for batch in reader:
+            for batch in reader or ():
                 pending.append(pool.submit(_score, function, batch, positions, threshold))
                 while len(pending) >= 2 * workers or (pending and pending[0].done()):
                     rows += sink.write(pending.popleft().result())
@@ -102,6 +116,18 @@ def predict_to(
         sink.abort()
         raise
     return BulkResult(sink.name, rows, time.perf_counter() - started)
+
+
+def _sql_errors_named(write: Any, relation: duckdb.DuckDBPyRelation) -> int | None:
+    """A model's own error raised inside DuckDB (the SQL form's NULL check) surfaces as the
+    ModelInputError the Python path raises."""
+    try:
+        return write(relation)
+    except duckdb.InvalidInputException as error:
+        message = str(error).removeprefix("Invalid Input Error: ")
+        if message.startswith("model "):
+            raise ModelInputError(message) from None
+        raise
 
 
 def _score(
@@ -147,7 +173,9 @@ def _quoted_table(name: str) -> str:
 # -- sinks: write batches, then commit (atomically) or abort (leaving nothing) ----------------
 
 
-def _sink(db: Database, target: str | Path, if_exists: str) -> _FileSink | _TableSink:
+def _sink(
+    db: Database, target: str | Path, if_exists: str, own_connection: bool = False
+) -> _FileSink | _TableSink:
     if if_exists not in ("error", "replace", "append"):
         raise SqlmlError(f"if_exists must be 'error', 'replace' or 'append', got {if_exists!r}")
     if isinstance(target, Path) or str(target).lower().endswith(FILE_FORMATS):
@@ -157,7 +185,7 @@ def _sink(db: Database, target: str | Path, if_exists: str) -> _FileSink | _Tabl
             f"target {target!r} is neither a .parquet/.csv path nor a table name "
             "([schema.]table, letters, digits and underscores)"
         )
-    return _TableSink(db, str(target), if_exists)
+    return _TableSink(db, str(target), if_exists, own_connection)
 
 
 class _FileSink:
@@ -177,6 +205,19 @@ class _FileSink:
         self.path, self.format = path, suffix
         self.partial = path.with_name(f".{path.name}.partial")
         self.writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+        self.written = False
+
+    def write_all(self, relation: duckdb.DuckDBPyRelation) -> int | None:
+        """Write the whole relation with DuckDB's (parallel) Parquet writer; None for CSV,
+        whose nested columns need sqlml's formatting (`write`)."""
+        if self.format != ".parquet":
+            return None
+        relation.write_parquet(str(self.partial))
+        self.written = True
+        rows = pq.read_metadata(self.partial).num_rows
+        if rows == 0:
+            raise SqlmlError(f"target {self.path}: the source has no rows; nothing was written")
+        return rows
 
     def write(self, batch: pa.RecordBatch) -> int:
         if self.writer is None:
@@ -190,9 +231,10 @@ class _FileSink:
         return batch.num_rows
 
     def commit(self) -> None:
-        if self.writer is None:
+        if self.writer is None and not self.written:
             raise SqlmlError(f"target {self.path}: the source has no rows; nothing was written")
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
@@ -202,9 +244,7 @@ class _FileSink:
 
 
 def _csv_schema(schema: pa.Schema) -> pa.Schema:
-    return pa.schema(
-        [pa.field(f.name, pa.string()) if _nested(f.type) else f for f in schema]
-    )
+    return pa.schema([pa.field(f.name, pa.string()) if _nested(f.type) else f for f in schema])
 
 
 def _csv_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -223,12 +263,18 @@ def _nested(type_: pa.DataType) -> bool:
 
 
 class _TableSink:
-    """A DuckDB table filled in one transaction on its own cursor: all rows or none."""
+    """A DuckDB table filled in one transaction: all rows or none.
 
-    def __init__(self, db: Database, table: str, if_exists: str):
+    Batches are inserted through a cursor of their own (the source streams on the main
+    connection); `own_connection` runs the transaction on the main connection instead, for a
+    relation DuckDB writes in one statement (`write_all`).
+    """
+
+    def __init__(self, db: Database, table: str, if_exists: str, own_connection: bool = False):
         self.name = table
         self.table = _quoted_table(table)
-        self.cursor = db.con.cursor()
+        self.owned = not own_connection
+        self.cursor = db.con.cursor() if self.owned else db.con
         exists = bool(
             self.cursor.execute(
                 "SELECT 1 FROM duckdb_tables() WHERE lower(table_name) = lower(?)",
@@ -236,13 +282,32 @@ class _TableSink:
             ).fetchall()
         )
         if exists and if_exists == "error":
-            self.cursor.close()
+            self._close()
             raise SqlmlError(f"table {table} exists (pass if_exists='replace' or 'append')")
         self.mode = "append" if exists and if_exists == "append" else "create"
         self.cursor.execute("BEGIN TRANSACTION").fetchall()
         if exists and if_exists == "replace":
             self.cursor.execute(f"DROP TABLE {self.table}").fetchall()
         self.created = self.mode == "append"
+        self.done = False
+
+    def _close(self) -> None:
+        if self.owned:
+            self.cursor.close()
+
+    def write_all(self, relation: duckdb.DuckDBPyRelation) -> int:
+        """Insert the whole relation in one statement (DuckDB's threads, no Arrow copies)."""
+        self.cursor.register("__sqlml_bulk_source", relation)
+        verb = f"INSERT INTO {self.table}" if self.created else f"CREATE TABLE {self.table} AS"
+        try:
+            (rows,) = self.cursor.execute(f"{verb} SELECT * FROM __sqlml_bulk_source").fetchall()[0]
+        except BaseException:
+            self.abort()  # before unregistering: the failed transaction refuses everything else
+            raise
+        finally:
+            self.cursor.unregister("__sqlml_bulk_source")
+        self.created = self.created or rows > 0
+        return rows
 
     def write(self, batch: pa.RecordBatch) -> int:
         self.cursor.register("__sqlml_batch", pa.Table.from_batches([batch]))
@@ -258,16 +323,19 @@ class _TableSink:
     def commit(self) -> None:
         if not self.created:
             self.cursor.execute("ROLLBACK").fetchall()
-            self.cursor.close()
+            self._close()
             raise SqlmlError(f"table {self.name}: the source has no rows; nothing was written")
         self.cursor.execute("COMMIT").fetchall()
-        self.cursor.close()
+        self._close()
 
     def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
         try:
             self.cursor.execute("ROLLBACK").fetchall()
         finally:
-            self.cursor.close()
+            self._close()
 
 
 class _Progress:

@@ -7,7 +7,6 @@ matches model inputs to table columns by name (as BigQuery does for imported ONN
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -125,8 +124,8 @@ def _convert_with_concat(model: object, inputs: dict[str, str], options: dict):
     return proto
 
 
-def keras_to_saved_model(model: object) -> Path:
-    """Export a Keras model with its `serving_default` signature into a temporary folder."""
-    target = Path(tempfile.mkdtemp(prefix="sqlml-keras-")) / "saved_model"
+def keras_to_saved_model(model: object, folder: str | Path) -> Path:
+    """Export a Keras model with its `serving_default` signature into `folder`."""
+    target = Path(folder) / "saved_model"
     model.export(str(target), verbose=False)
     return target

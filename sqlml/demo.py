@@ -15,16 +15,39 @@ import pandas as pd
 SEED = 7
 KERAS_FEATURES = ["mean_radius", "mean_texture", "mean_smoothness", "worst_area", "worst_concavity"]
 
-_SUBJECTS = ["the delivery", "customer support", "the refund", "the mobile app", "my invoice",
-             "the technician", "the replacement part", "the checkout page"]
-_POSITIVE = ["was quick and friendly", "solved everything in minutes", "was great, thank you",
-             "arrived early and works perfectly", "was easy and pleasant",
-             "exceeded my expectations"]
-_NEGATIVE = ["never arrived", "was rude and unhelpful", "charged me twice",
-             "crashed again and lost my data", "took six weeks and nobody answered",
-             "was broken on arrival"]
-_NEUTRAL = ["I called on Monday.", "Order number is on file.", "This is my second message.",
-            "Please see the attached photo.", ""]
+_SUBJECTS = [
+    "the delivery",
+    "customer support",
+    "the refund",
+    "the mobile app",
+    "my invoice",
+    "the technician",
+    "the replacement part",
+    "the checkout page",
+]
+_POSITIVE = [
+    "was quick and friendly",
+    "solved everything in minutes",
+    "was great, thank you",
+    "arrived early and works perfectly",
+    "was easy and pleasant",
+    "exceeded my expectations",
+]
+_NEGATIVE = [
+    "never arrived",
+    "was rude and unhelpful",
+    "charged me twice",
+    "crashed again and lost my data",
+    "took six weeks and nobody answered",
+    "was broken on arrival",
+]
+_NEUTRAL = [
+    "I called on Monday.",
+    "Order number is on file.",
+    "This is my second message.",
+    "Please see the attached photo.",
+    "",
+]
 
 
 def cancer_frame() -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """The model catalog, stored inside the DuckDB database (schema `sqlml`).
 
 Tables: `model_versions` (one row per version: format, signature, label, sha256),
-`artifacts` (content-addressed BLOBs) and `model_aliases`; the view `models` summarises them.
+`artifacts` (content-addressed BLOBs), `derived_artifacts` (e.g. the ONNX form of a
+TensorFlow model) and `model_aliases`; the view `models` summarises them.
 Every change runs in one transaction, so a failure leaves the catalog exactly as it was.
 """
 
@@ -41,6 +42,14 @@ CREATE TABLE IF NOT EXISTS sqlml.model_versions (
     description VARCHAR,
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
     PRIMARY KEY (model, version)
+);
+CREATE TABLE IF NOT EXISTS sqlml.derived_artifacts (
+    source_sha256 VARCHAR NOT NULL,  -- the registered artifact
+    kind VARCHAR NOT NULL,           -- 'onnx': a faster runtime form of a TensorFlow model
+    sha256 VARCHAR,                  -- in sqlml.artifacts; NULL when there is none (see reason)
+    converter INTEGER NOT NULL,
+    reason VARCHAR,
+    PRIMARY KEY (source_sha256, kind)
 );
 CREATE TABLE IF NOT EXISTS sqlml.model_aliases (
     model VARCHAR NOT NULL,
@@ -239,6 +248,48 @@ class Registry:
             )
         return data
 
+    def add_derived(
+        self,
+        source: ModelVersion,
+        kind: str,
+        data: bytes | None,
+        converter: int,
+        reason: str | None,
+    ) -> None:
+        """Record a derived form of a version's artifact (or why it has none); the caller
+        runs the transaction (e.g. `add_version`'s on_added)."""
+        digest = sha256(data) if data is not None else None
+        if data is not None:
+            self._run("INSERT OR IGNORE INTO sqlml.artifacts VALUES (?, ?)", [digest, data])
+        self._run(
+            "INSERT OR REPLACE INTO sqlml.derived_artifacts VALUES (?, ?, ?, ?, ?)",
+            [source.sha256, kind, digest, converter, reason],
+        )
+
+    def derived(self, version: ModelVersion, kind: str) -> bytes | None:
+        """A derived artifact of `version` (sha256-verified like the artifact), or None."""
+        with self.con.cursor() as cursor:
+            if not cursor.execute(
+                "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'sqlml' "
+                "AND table_name = 'derived_artifacts' AND database_name = current_database()"
+            ).fetchall():
+                return None  # a read-only file from before derived artifacts
+            rows = cursor.execute(
+                "SELECT d.sha256, a.data FROM sqlml.derived_artifacts d "
+                "LEFT JOIN sqlml.artifacts a ON a.sha256 = d.sha256 "
+                "WHERE d.source_sha256 = ? AND d.kind = ? AND d.sha256 IS NOT NULL",
+                [version.sha256, kind],
+            ).fetchall()
+        if not rows:
+            return None
+        digest, data = rows[0]
+        if data is None or sha256(bytes(data)) != digest:
+            raise ArtifactError(
+                f"model {version.ref}: its {kind} form {digest[:12]}... is missing or was "
+                "modified after registration"
+            )
+        return bytes(data)
+
     def versions(self) -> list[ModelVersion]:
         """Every version of every model, oldest first."""
         rows = self._run(
@@ -303,7 +354,12 @@ class Registry:
             self._run("DELETE FROM sqlml.model_aliases WHERE model = ?", [name])
             self._run("DELETE FROM sqlml.model_versions WHERE model = ?", [name])
             self._run(
-                "DELETE FROM sqlml.artifacts WHERE sha256 NOT IN "
+                "DELETE FROM sqlml.derived_artifacts WHERE source_sha256 NOT IN "
                 "(SELECT sha256 FROM sqlml.model_versions)"
+            )
+            self._run(
+                "DELETE FROM sqlml.artifacts WHERE sha256 NOT IN "
+                "(SELECT sha256 FROM sqlml.model_versions) AND sha256 NOT IN "
+                "(SELECT sha256 FROM sqlml.derived_artifacts WHERE sha256 IS NOT NULL)"
             )
         return True

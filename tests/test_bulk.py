@@ -10,11 +10,11 @@ import pytest
 from sqlml.errors import ModelInputError, SqlmlError
 
 
-def ml_predict(db, table: str = "patients") -> pd.DataFrame:
-    # bulk scoring runs the model's runtime: compare with ML.PREDICT on the same engine (the
-    # logistic regression is also compiled to SQL, which agrees to ~1e-7, not bit for bit)
+def ml_predict(db, table: str = "patients", engine: str = "auto") -> pd.DataFrame:
+    # bulk scoring takes the same engine as ML.PREDICT: the logistic regression is compiled to
+    # SQL, which agrees with onnxruntime to ~1e-7, not bit for bit
     return db.sql(
-        f"SELECT * FROM ML.PREDICT(MODEL cancer, TABLE {table}, STRUCT('runtime' AS engine)) "
+        f"SELECT * FROM ML.PREDICT(MODEL cancer, TABLE {table}, STRUCT('{engine}' AS engine)) "
         "ORDER BY id"
     ).df()
 
@@ -30,6 +30,25 @@ def test_parquet_output_equals_ml_predict(cancer_db, cancer_lr, tmp_path):
     assert np.abs(probs - np.stack(expected["probabilities"].to_numpy())).max() == 0
     np.testing.assert_array_equal(written["predicted_malignant"], expected["predicted_malignant"])
     assert not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.parametrize("engine", ["sql", "runtime"])
+def test_both_engines_write_what_ml_predict_returns(cancer_db, tmp_path, engine):
+    """engine='sql': DuckDB scores and writes the compiled model; 'runtime': Arrow batches
+    through onnxruntime in a thread pool. Each equals ML.PREDICT on the same engine."""
+    db = cancer_db
+    target = tmp_path / f"{engine}.parquet"
+    db.predict_to("cancer", "patients", target, engine=engine, progress=False)
+    db.predict_to("cancer", "patients", f"scores_{engine}", engine=engine, progress=False)
+    expected = ml_predict(db, engine=engine)
+    for written in (
+        pq.read_table(target).to_pandas(),
+        db.sql(f"SELECT * FROM scores_{engine}").df(),
+    ):
+        written = written.sort_values("id").reset_index(drop=True)
+        assert list(written.columns) == list(expected.columns)
+        probs = np.stack(written["probabilities"].to_numpy())
+        assert np.abs(probs - np.stack(expected["probabilities"].to_numpy())).max() == 0
 
 
 def test_table_output_modes_and_threshold(cancer_db, cancer, cancer_lr):

@@ -22,7 +22,10 @@ def test_predict_matches_sklearn_and_passes_columns_through(cancer_db, cancer, c
     # every input column passes through unchanged, then the model's outputs
     assert list(out.columns[: X.shape[1] + 2]) == [*X.columns, "id", "malignant"]
     assert list(out.columns[X.shape[1] + 2 :]) == [
-        "label", "probabilities", "predicted_malignant", "predicted_malignant_probs",
+        "label",
+        "probabilities",
+        "predicted_malignant",
+        "predicted_malignant_probs",
     ]
     np.testing.assert_array_equal(out[X.columns].to_numpy(), X.to_numpy())
     expected = cancer_lr.predict_proba(X)

@@ -59,8 +59,9 @@ def cancer_function(cancer_lr):
 
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
-def test_null_rows_get_null_predictions_and_others_are_exact(data, cancer, cancer_lr,
-                                                             cancer_function):
+def test_null_rows_get_null_predictions_and_others_are_exact(
+    data, cancer, cancer_lr, cancer_function
+):
     X, _ = cancer
     n = data.draw(st.integers(1, 64))
     rows = data.draw(st.lists(st.integers(0, len(X) - 1), min_size=n, max_size=n))

@@ -143,8 +143,16 @@ def test_failure_inside_the_transaction_rolls_back(db, cancer_lr, monkeypatch):
 
 @pytest.mark.parametrize(
     "name",
-    ["bad'name", "x; DROP TABLE sqlml.model_versions; --", 'quo"te', "1starts_with_digit",
-     "spaces here", "", "a" * 64, "name@1@2"],
+    [
+        "bad'name",
+        "x; DROP TABLE sqlml.model_versions; --",
+        'quo"te',
+        "1starts_with_digit",
+        "spaces here",
+        "",
+        "a" * 64,
+        "name@1@2",
+    ],
 )
 def test_hostile_model_names_are_refused(db, cancer_lr, name):
     db.register_model("cancer", cancer_lr)

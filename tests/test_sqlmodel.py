@@ -285,6 +285,41 @@ def test_macros_follow_versions_aliases_and_drop(ab_db):
     assert db.sql("SELECT count(*) FROM sqlml.sql_macros").fetchall() == [(0,)]
 
 
+def session_function_kinds(db) -> dict[str, str]:
+    """What serves each plain model name in this session: 'macro' (SQL) or 'scalar' (Python)."""
+    rows = db.con.execute(
+        "SELECT function_name, function_type FROM duckdb_functions() "
+        "WHERE database_name IN ('temp', 'system') AND regexp_matches(function_name, '^m(@|$)')"
+    ).fetchall()
+    return dict(rows)
+
+
+def test_plain_names_call_the_sql_form_when_there_is_one(ab_db):
+    """`m(a, b)` is the stored macro for a compiled version (no Python per vector), and the
+    Arrow function otherwise; both give the same STRUCT."""
+    db = ab_db
+    db.register_model("m", binary_logistic().SerializeToString(), label="y")
+    assert session_function_kinds(db) == {"m": "macro", "m@1": "macro"}
+    query = "SELECT id, {0}(a, b) AS r FROM ab ORDER BY id"
+    as_sql = db.sql(query.format('"m@1"')).fetchall()
+    runtime = db.sql(
+        "SELECT id, {'probabilities': probabilities, 'predicted_y': predicted_y, "
+        "'predicted_y_probs': predicted_y_probs} FROM ML.PREDICT(MODEL m, TABLE ab, "
+        "STRUCT('runtime' AS engine)) ORDER BY id"
+    ).fetchall()
+    for (i, got), (j, want) in zip(as_sql, runtime, strict=True):
+        assert i == j and got["predicted_y"] == want["predicted_y"]
+        assert np.allclose(got["probabilities"], want["probabilities"], atol=1e-6)
+    db.register_model("m", binary_logistic().SerializeToString(), label="y", engine="runtime")
+    kinds = session_function_kinds(db)
+    assert kinds["m"] == "scalar" and kinds["m@2"] == "scalar" and kinds["m@1"] == "macro"
+    assert db.sql(query.format("m")).fetchall() == db.sql(query.format('"m@2"')).fetchall()
+    db.set_alias("m", "champion", 1)
+    assert session_function_kinds(db)["m@champion"] == "macro"
+    db.drop_model("m")
+    assert session_function_kinds(db) == {}
+
+
 def test_failed_registrations_leave_no_sql_form(ab_db, text_model):
     db = ab_db
     db.register_model("m", binary_logistic().SerializeToString(), label="y")
@@ -417,7 +452,7 @@ def test_engine_option_chooses_the_path(ab_db, text_model):
     assert '"m"(' not in rewritten() and "__sqlml_t" in rewritten()  # auto: the SQL form
     assert "__sqlml_t" in rewritten(", STRUCT('sql' AS engine)")
     runtime = rewritten(", STRUCT('runtime' AS engine)").lower()
-    assert '"m"(__sqlml_in."a", __sqlml_in."b")' in runtime and "__sqlml_t" not in runtime
+    assert '"m#runtime"(__sqlml_in."a", __sqlml_in."b")' in runtime and "__sqlml_t" not in runtime
     with pytest.raises(SqlCompileError, match="engine must be 'auto', 'sql' or 'runtime'"):
         rewritten(", STRUCT('fast' AS engine)")
     nested = (

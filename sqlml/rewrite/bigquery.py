@@ -432,8 +432,10 @@ def with_predicted_columns(predict: exp.Predict, layout: OutputLayout, threshold
     classes = [exp.convert(c).sql(dialect="bigquery") for c in layout.signature.classes]
     probs = exp.to_identifier(layout.signature.probabilities).sql(dialect="bigquery")
     width = layout.signature.output(layout.signature.probabilities).width
-    prob = (lambda i: f"{probs}[OFFSET({i})]") if width > 1 else (
-        lambda i: f"{'1 - ' if i == 0 else ''}{probs}"
+    prob = (
+        (lambda i: f"{probs}[OFFSET({i})]")
+        if width > 1
+        else (lambda i: f"{'1 - ' if i == 0 else ''}{probs}")
     )
     entries = ", ".join(f"STRUCT({c} AS label, {prob(i)} AS prob)" for i, c in enumerate(classes))
     if layout.is_binary:

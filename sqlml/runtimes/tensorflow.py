@@ -60,6 +60,11 @@ class TensorFlowRuntime:
         )
         self.signature = Signature(inputs, outputs)
 
+    @property
+    def serving_function(self):
+        """The `serving_default` concrete function (sqlml.tf_onnx translates its graph)."""
+        return self._function
+
     @classmethod
     def from_archive(cls, data: bytes, model: str) -> TensorFlowRuntime:
         return cls(unpack_archive(data, model), model)

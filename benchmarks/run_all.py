@@ -342,6 +342,12 @@ def sql_form(db: sqlml.Database, model: str) -> tuple[bool, str]:
         return False, "the Arrow UDF (this sqlml compiles no model to SQL)"
     if form.compiled:
         return True, f"SQL: sqlml compiled it (macro `sqlml.{model}`), no Python per batch"
+    version = db.model(model)
+    if version.format == "tensorflow" and db.registry.derived(version, "onnx") is not None:
+        return False, (
+            "the Arrow UDF over onnxruntime: sqlml translated the SavedModel's graph to ONNX "
+            "at registration (sqlml.tf_onnx, checked against TensorFlow)"
+        )
     return False, f"the Arrow UDF (not compiled to SQL: {form.reason})"
 
 

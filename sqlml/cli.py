@@ -319,6 +319,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                 layouts=db.output_layout,
                 sql_models=db.sql_model,
                 inline_models=args.inline_models,
+                feature_stats=db.feature_stats,
+                describe=db.describe_if_possible,
                 **options,
             )
     else:

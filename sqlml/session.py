@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 from sqlglot import exp
 
-from sqlml import convert, sqlcatalog, tf_onnx
+from sqlml import convert, featurestats, predlog, sqlcatalog, tf_onnx
 from sqlml.artifacts import pack_directory
 from sqlml.errors import ArtifactError, InvalidNameError, SqlCompileError, SqlmlError
 from sqlml.names import ModelRef, check_name
@@ -28,7 +28,13 @@ from sqlml.rewrite.duckdb import quote
 from sqlml.runtimes import FORMATS, Runtime, load_runtime
 from sqlml.signature import Signature
 from sqlml.sqlmodel import NotCompilable, SqlModel, check_against_runtime, compile_onnx
-from sqlml.sqltext import mentions_ml, parse, property_options, split_statements
+from sqlml.sqltext import (
+    alter_model_alias,
+    mentions_ml,
+    parse,
+    property_options,
+    split_statements,
+)
 from sqlml.udf import NULL_POLICIES, ModelFunction
 
 if TYPE_CHECKING:
@@ -110,6 +116,11 @@ class Database:
             self.registry = Registry(self.con, read_only=read_only)
             if not read_only:
                 load_macros(self.con)
+                with sqlcatalog.transaction(self.con):
+                    featurestats.ensure_table(self.con)
+                    predlog.ensure_tables(self.con)
+            self._log = predlog.LogBuffer()
+            self._log.register(self.con)
             self._sql_tables = self._init_sql_forms()
             self.sync_functions()
         except BaseException:
@@ -125,7 +136,10 @@ class Database:
         self.close()
 
     def close(self) -> None:
-        self.con.close()
+        try:
+            self.flush_prediction_log()
+        finally:
+            self.con.close()
         _open_databases.discard(self)
 
     # -- SQL -------------------------------------------------------------------------------
@@ -137,12 +151,64 @@ class Database:
         """
         result = None
         for statement in split_statements(text):
+            self.flush_prediction_log()  # rows sampled by earlier statements (see sqlml.predlog)
             result = self._run_statement(statement)
         return result
+
+    # -- prediction logging (sqlml.predlog) --------------------------------------------------
+    def log_predictions(self, name: str, sample_rate: float = 1.0, *, key: str) -> None:
+        """Log a `sample_rate` share of ML.PREDICT's rows of `name` (by a hash of `key`, the
+        column ground truth will join on) into sqlml.prediction_log; 0 turns logging off."""
+        name = check_name(name)
+        self.registry.resolve(ModelRef(name))
+        check_name(key, "key column")
+        with sqlcatalog.transaction(self.con):
+            predlog.configure(self.con, name, sample_rate, key)
+
+    def flush_prediction_log(self) -> int:
+        """Write the rows sampled so far to sqlml.prediction_log (sqlml does it before each
+        statement and at close); returns how many."""
+        if self.read_only or not hasattr(self, "_log"):
+            return 0
+        return self._log.flush(self.con)
+
+    def log_slices(self, model: str) -> list[tuple[int, str, int]]:
+        if not self._has_table("prediction_log"):
+            return []
+        slices = []
+        for window, span in predlog.WINDOWS.items():
+            recent = f" AND logged_at >= current_timestamp - INTERVAL '{span}'" if span else ""
+            rows = self.con.execute(
+                "SELECT version, count(*) FROM sqlml.prediction_log WHERE model = ? "
+                f"AND ground_truth IS NOT NULL{recent} GROUP BY version ORDER BY version",
+                [model],
+            ).fetchall()
+            slices += [(version, window, count) for version, count in rows]
+        return slices
+
+    def prediction_logging(self, ref: ModelRef) -> tuple[predlog.LogSettings, int] | None:
+        if self.read_only or not self._has_table("prediction_logging"):
+            return None
+        settings = predlog.settings(self.con).get(ref.name)
+        if settings is None:
+            return None
+        return settings, self.registry.resolve(ref).version
 
     def _run_statement(self, text: str) -> duckdb.DuckDBPyRelation | None:
         if not mentions_ml(text):
             return self.con.sql(text)
+        alias_change = alter_model_alias(text)
+        if alias_change is not None:
+            name, alias, version = alias_change
+            if version is None:
+                self.delete_alias(name, alias)
+            else:
+                self.set_alias(name, alias, version)
+            return self.con.sql(
+                "SELECT model, alias, version FROM sqlml.model_aliases WHERE model = ? "
+                "ORDER BY alias",
+                params=[check_name(name)],
+            )
         tree = parse(text)
         if isinstance(tree, exp.Create) and tree.kind == "MODEL":
             return self._create_model(tree)
@@ -172,7 +238,9 @@ class Database:
         labels = options.pop("input_label_cols", None)
         label = options.pop("label", labels[0] if isinstance(labels, list) and labels else None)
         kwargs = {
-            k: options.pop(k) for k in ("classes", "nulls", "description", "engine") if k in options
+            k: options.pop(k)
+            for k in ("classes", "nulls", "description", "engine", "training_data")
+            if k in options
         }
         if options:
             raise SqlCompileError(f"CREATE MODEL {name}: unknown option(s) {sorted(options)}")
@@ -205,6 +273,7 @@ class Database:
         format: str | None = None,
         must_be_new: bool = False,
         engine: str = "auto",
+        training_data: Any = None,
     ) -> ModelVersion:
         """Add a version of `name` from an .onnx file, SavedModel folder, sklearn or Keras model.
 
@@ -213,6 +282,8 @@ class Database:
         'null' (that row's prediction is NULL), 'nan' (floats become NaN) or 'error'.
         `engine`: 'auto' compiles the model to SQL when it can (docs/sql.md, "Models compiled
         to SQL"), 'sql' fails unless it can, 'runtime' never compiles it.
+        `training_data` (a table name, SELECT text, relation or DataFrame) stores per-input
+        statistics for ML.FEATURE_INFO and ML.VALIDATE_DATA_SKEW.
         """
         name = check_name(name)
         self._check_not_builtin(name)
@@ -235,12 +306,15 @@ class Database:
         compiled, reason = self._compile_sql(fmt, data, runtime, signature, label, nulls, engine)
         if engine == "sql" and compiled is None:
             raise SqlmlError(f"model {name}: engine='sql' but it does not compile to SQL: {reason}")
+        stats = self._training_stats(name, signature, training_data)
         onnx_form, onnx_reason = (
             self._onnx_form(runtime, signature, engine) if fmt == "tensorflow" else (None, None)
         )
 
         def store_sql_form(added: ModelVersion) -> None:  # inside the registration transaction
             sqlcatalog.record(self.con, added.name, added.version, engine, compiled, reason)
+            if stats:
+                featurestats.record(self.con, added.name, added.version, stats)
             if fmt == "tensorflow":
                 self.registry.add_derived(
                     added, "onnx", onnx_form[0] if onnx_form else None,
@@ -264,6 +338,31 @@ class Database:
             self._runtimes.setdefault(version.sha256, onnx_form[1] if onnx_form else runtime)
         self.sync_functions()
         return version
+
+    def _training_stats(
+        self, name: str, signature: Signature, data: Any
+    ) -> list[featurestats.FeatureStats]:
+        """Statistics of the model's inputs over its training data (before any write)."""
+        if data is None:
+            return []
+        view = f"__sqlml_training_{next(_input_names)}"
+        if isinstance(data, str):
+            text = data.strip()
+            source = (
+                text
+                if text.lower().startswith(("select", "with", "from"))
+                else (f"SELECT * FROM {duckdb_rewrite.quote(text)}")
+            )
+        else:
+            self.con.register(view, data)
+            source = f"SELECT * FROM {view}"
+        try:
+            return featurestats.compute(self.con, source, [t.name for t in signature.inputs])
+        except duckdb.Error as error:
+            raise SqlmlError(f"model {name}: cannot read training_data: {error}") from None
+        finally:
+            if not isinstance(data, str):
+                self.con.unregister(view)
 
     @staticmethod
     def _onnx_form(
@@ -354,9 +453,18 @@ class Database:
         self.registry.drop(
             name,
             missing_ok=missing_ok,
-            on_drop=lambda model: sqlcatalog.drop_model(self.con, model),
+            on_drop=self._drop_derived,
         )
         self.sync_functions()
+
+    def _drop_derived(self, model: str) -> None:
+        """Inside DROP MODEL's transaction: its SQL forms, training statistics and logging
+        settings (logged predictions stay: they are history)."""
+        sqlcatalog.drop_model(self.con, model)
+        if self._has_table("feature_stats"):
+            featurestats.drop_model(self.con, model)
+        if self._has_table("prediction_logging"):
+            predlog.configure(self.con, model, 0, "")
 
     def models(self) -> duckdb.DuckDBPyRelation:
         return self.con.sql("SELECT * FROM sqlml.models")
@@ -638,8 +746,46 @@ class Database:
         from sqlml.rewrite.bigquery import compile_bigquery
 
         return compile_bigquery(
-            text, layouts=self.output_layout, sql_models=self.sql_model, **options
+            text,
+            layouts=self.output_layout,
+            sql_models=self.sql_model,
+            feature_stats=self.feature_stats,
+            describe=self.describe_if_possible,
+            **options,
         ).sql
+
+    # -- what the ML.* expansion asks (sqlml.rewrite.mlfunctions.MLBinder) --------------------
+    def model_layout(self, ref: ModelRef) -> OutputLayout:
+        version = self.registry.resolve(ref)
+        return OutputLayout(version.signature, version.label)
+
+    def feature_stats(self, ref: ModelRef) -> list[featurestats.FeatureStats]:
+        """Training statistics stored at registration (`training_data=`), or []."""
+        version = self.registry.resolve(ref)
+        if not self._has_table("feature_stats"):
+            return []
+        return featurestats.load(self.con, version.name, version.version)
+
+    def describe(self, sql: str) -> list[tuple[str, str]]:
+        relation = self.sql(sql)
+        if relation is None:
+            raise SqlCompileError("expected a query")
+        return [(name, str(type_)) for name, type_ in zip(relation.columns, relation.types)]
+
+    def describe_if_possible(self, sql: str) -> list[tuple[str, str]] | None:
+        """Column types for compiling, when the query's tables also exist in this database."""
+        try:
+            return self.describe(sql)
+        except (duckdb.Error, SqlmlError):
+            return None
+
+    def _has_table(self, table: str) -> bool:
+        rows = self.con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'sqlml' AND table_name = ? "
+            "AND database_name = current_database()",
+            [table],
+        ).fetchall()
+        return bool(rows)
 
     def output_layout(self, ref: ModelRef) -> OutputLayout | None:
         """What a registered model outputs, for compiling its predicted_<label> columns."""

@@ -130,3 +130,33 @@ def property_options(create: exp.Create) -> dict[str, Any]:
         elif isinstance(prop, exp.Property):
             options[prop.name.lower()] = literal_value(prop.args["value"])
     return options
+
+
+_ALTER_MODEL = re.compile(
+    r"^\s*ALTER\s+MODEL\s+(?P<name>`[^`]+`|\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_]*)\s+"
+    r"(?:(?P<set>SET\s+ALIAS)\s+(?P<alias>[A-Za-z_][A-Za-z0-9_]*)\s*(?:=|TO)\s*"
+    r"(?:VERSION\s+)?(?P<version>\d+)|(?P<drop>DROP\s+ALIAS)\s+(?P<dropped>[A-Za-z_][A-Za-z0-9_]*))"
+    r"\s*;?\s*$",
+    re.IGNORECASE,
+)
+
+
+def alter_model_alias(text: str) -> tuple[str, str, int | None] | None:
+    """`ALTER MODEL m SET ALIAS champion = 2` -> ('m', 'champion', 2);
+    `ALTER MODEL m DROP ALIAS champion` -> ('m', 'champion', None); else None.
+
+    sqlml's statement for moving an alias in SQL (a rollback is moving it back); BigQuery
+    models have no versions, so it has no BigQuery form.
+    """
+    match = _ALTER_MODEL.match(text)
+    if match is None:
+        if re.match(r"^\s*ALTER\s+MODEL\b", text, re.IGNORECASE):
+            raise SqlCompileError(
+                "ALTER MODEL: expected ALTER MODEL <name> SET ALIAS <alias> = <version> "
+                "or ALTER MODEL <name> DROP ALIAS <alias>"
+            )
+        return None
+    name = match["name"].strip('`"')
+    if match["set"]:
+        return name, match["alias"].lower(), int(match["version"])
+    return name, match["dropped"].lower(), None

@@ -54,15 +54,25 @@ from sqlglot.dialects.bigquery import BigQuery
 from sqlglot.errors import ErrorLevel, SqlglotError
 from sqlglot.parsers.bigquery import BigQueryParser
 
-from sqlml.dialect import Sqlml
+from sqlml.dialect import MLCall, Sqlml
 from sqlml.errors import SqlCompileError, SqlmlError
 from sqlml.names import ModelRef
 from sqlml.outputs import OutputLayout
+from sqlml.rewrite.mlfunctions import Target, expand_all
 from sqlml.sqlmodel import SqlModel, staged_select
-from sqlml.sqltext import literal_value, model_ref, parse, split_statements, struct_options
+from sqlml.sqltext import (
+    alter_model_alias,
+    literal_value,
+    model_ref,
+    parse,
+    split_statements,
+    struct_options,
+)
 
 FORMATS = {"onnx": "ONNX", "tensorflow": "TENSORFLOW"}
-SQLML_ONLY_OPTIONS = {"input_label_cols", "label", "classes", "nulls", "description", "engine"}
+SQLML_ONLY_OPTIONS = {
+    "input_label_cols", "label", "classes", "nulls", "description", "engine", "training_data",
+}  # fmt: skip
 PREDICT_OPTIONS = {"threshold", "keep_original_columns", "engine"}
 ENGINES = ("auto", "sql", "runtime")
 
@@ -122,13 +132,17 @@ def compile_bigquery(
     layouts: Callable[[ModelRef], OutputLayout | None] | None = None,
     sql_models: Callable[[ModelRef], SqlModel | None] | None = None,
     inline_models: bool = False,
+    feature_stats: Callable[[ModelRef], list] | None = None,
+    describe: Callable[[str], list[tuple[str, str]] | None] | None = None,
 ) -> CompiledScript:
     """Compile a sqlml script for BigQuery (see the module docstring for the translation).
 
     `layouts` tells what a registered model outputs (`Database.compile` passes the registry's):
     then ML.PREDICT of a classifier with a label also gets `predicted_<label>` columns.
     `sql_models` gives a registered model's SQL form; with `inline_models`, ML.PREDICT of such a
-    model compiles to plain SQL rather than to a call of an imported model.
+    model compiles to plain SQL rather than to a call of an imported model. `feature_stats`
+    (training statistics) and `describe` (a query's column types, when the tables also exist in
+    DuckDB) serve ML.FEATURE_INFO, ML.VALIDATE_DATA_SKEW and ML.VALIDATE_DATA_DRIFT.
     """
     compiler = _Compiler(
         dataset=_check_dataset(dataset),
@@ -138,6 +152,8 @@ def compile_bigquery(
         layouts=layouts or (lambda ref: None),
         sql_models=sql_models or (lambda ref: None),
         inline_models=bool(inline_models),
+        feature_stats=feature_stats or (lambda ref: []),
+        describe=describe or (lambda sql: None),
     )
     statements: list[str] = []
     for number, statement in enumerate(split_statements(text), start=1):
@@ -210,8 +226,12 @@ class _Compiler:
         layouts: Callable[[ModelRef], OutputLayout | None],
         sql_models: Callable[[ModelRef], SqlModel | None] = lambda ref: None,
         inline_models: bool = False,
+        feature_stats: Callable[[ModelRef], list] = lambda ref: [],
+        describe: Callable[[str], list[tuple[str, str]] | None] = lambda sql: None,
     ):
         self.layouts = layouts
+        self._feature_stats = feature_stats
+        self._describe = describe
         self.sql_models = sql_models
         self.inline_models = inline_models
         self.dataset = dataset
@@ -221,6 +241,11 @@ class _Compiler:
         self.artifacts: dict[str, Artifact] = {}
 
     def statement(self, text: str) -> list[str]:
+        if alter_model_alias(text) is not None:
+            raise SqlCompileError(
+                "ALTER MODEL ... ALIAS has no BigQuery form: BigQuery models have no versions; "
+                "deploy a version with CREATE OR REPLACE MODEL"
+            )
         tree = parse(text)
         if isinstance(tree, exp.Create) and tree.kind == "MODEL":
             trees = [self.create_model(tree)]
@@ -228,11 +253,38 @@ class _Compiler:
             trees = self.drop_model(tree)
         else:
             check_statement(tree, text)
-            for predict in list(tree.find_all(exp.Predict)):
+            outside = [p for p in tree.find_all(exp.Predict) if p.find_ancestor(MLCall) is None]
+            expand_all(tree, self, Target("bigquery", self.scored_sql))  # compiles its own
+            for predict in outside:
                 self.predict(predict)
             rewrite_lambdas(tree)
             trees = [tree]
         return [generate(t) for t in trees]
+
+    # -- what the ML.* expansion asks (sqlml.rewrite.mlfunctions.MLBinder) ----------------
+    def scored_sql(self, text: str) -> str:
+        """sqlml SQL (ML.PREDICT included) as BigQuery SQL, for the ML.* expansions."""
+        tree = parse(text)
+        check_statement(tree, text)
+        for predict in list(tree.find_all(exp.Predict)):
+            self.predict(predict)
+        rewrite_lambdas(tree)
+        return generate_fragment(tree)
+
+    def model_layout(self, ref: ModelRef) -> OutputLayout:
+        layout = self.layouts(ref)
+        if layout is None:
+            raise SqlCompileError(
+                f"model {ref}: sqlml needs the registered model to know its outputs; compile "
+                "with the database where it is registered (--db)"
+            )
+        return layout
+
+    def feature_stats(self, ref: ModelRef) -> list:
+        return self._feature_stats(ref)
+
+    def describe(self, sql: str) -> list[tuple[str, str]] | None:
+        return self._describe(sql)
 
     # -- models --------------------------------------------------------------------------
     def model_table(self, name: str) -> exp.Table:

@@ -22,9 +22,12 @@ from typing import Protocol
 
 from sqlglot import exp
 
-from sqlml.dialect import Sqlml
+from sqlml.dialect import MLCall, Sqlml
 from sqlml.errors import ModelInputError, SqlCompileError
 from sqlml.names import ModelRef
+from sqlml.outputs import OutputLayout
+from sqlml.predlog import LOG_FUNCTION, LogSettings, sampled_predicate
+from sqlml.rewrite.mlfunctions import Target, expand_all
 from sqlml.sqlcatalog import ENGINES, SqlFunction
 from sqlml.sqlmodel import staged_select
 from sqlml.sqltext import model_ref, parse, struct_options
@@ -63,13 +66,25 @@ class Binder(Protocol):
 
     def query_columns(self, sql: str) -> list[tuple[str, str]]: ...
 
+    # for the other ML.* functions (sqlml.rewrite.mlfunctions.MLBinder)
+    def model_layout(self, ref: ModelRef) -> OutputLayout: ...
+
+    def feature_stats(self, ref: ModelRef) -> list: ...
+
+    def describe(self, sql: str) -> list[tuple[str, str]] | None: ...
+
+    def prediction_logging(self, ref: ModelRef) -> tuple[LogSettings, int] | None:
+        """The model's logging settings and the version ML.PREDICT resolves to, if logged."""
+        ...
+
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
 def has_predict(tree: exp.Expression) -> bool:
-    return tree.find(exp.Predict) is not None
+    """True when the statement has ML.PREDICT or another ML.* call sqlml expands."""
+    return tree.find(exp.Predict) is not None or tree.find(MLCall) is not None
 
 
 def rewrite_sql(tree: exp.Expression, binder: Binder) -> str:
@@ -79,6 +94,8 @@ def rewrite_sql(tree: exp.Expression, binder: Binder) -> str:
     parsed into the tree: they can be large, and sqlglot would only print them back.
     """
     inlined: dict[str, str] = {}
+    if tree.find(MLCall) is not None:
+        tree = expand_all(tree, binder, Target("duckdb", lambda sql: sql))
     return expand(rewrite(tree, binder, inlined).sql(dialect="duckdb"), inlined)
 
 
@@ -169,7 +186,42 @@ def predict_subquery(
     if options.get("threshold") is not None:
         replaced = threshold_expression(str(ref), function, options["threshold"])
         sql = f"SELECT * REPLACE ({replaced}) FROM ({sql})"
+    logging = binder.prediction_logging(ref)
+    if logging is not None:
+        sql = logged_select(sql, str(ref), function, columns, *logging)
     return exp.Subquery(this=parse(sql))
+
+
+def logged_select(
+    sql: str,
+    ref: str,
+    function: ModelFunction | SqlFunction,
+    columns: list[tuple[str, str]],
+    settings: LogSettings,
+    version: int,
+) -> str:
+    """ML.PREDICT's rows, with a sample of them handed to the prediction log (sqlml.predlog)."""
+    by_name = {name.lower(): name for name, _ in columns}
+    key = by_name.get(settings.key_column.lower())
+    if key is None:
+        raise ModelInputError(
+            f"model {ref}: prediction logging needs the key column {settings.key_column!r}, "
+            f"missing from the query (columns: {', '.join(n for n, _ in columns)})"
+        )
+    inputs = match_inputs(ref, function, columns)
+    outputs = [f.name for f in function.layout.arrow_fields()]
+
+    def as_json(names: list[str]) -> str:
+        fields = ", ".join(f"{exp.convert(n).sql()}: {quote(n)}" for n in names)
+        return f"CAST(to_json({{{fields}}}) AS VARCHAR)"
+
+    model = settings.model
+    log_call = (
+        f"{LOG_FUNCTION}('{model}', {version}, CAST({quote(key)} AS VARCHAR), "
+        f"{as_json(inputs)}, {as_json(outputs)})"
+    )
+    sampled = sampled_predicate(quote(key), settings.sample_rate)
+    return f"SELECT * FROM ({sql}) AS __sqlml_logged WHERE NOT {sampled} OR {log_call}"
 
 
 def bind_inputs(ref: str, function: ModelFunction, columns: list[tuple[str, str]]) -> list[str]:

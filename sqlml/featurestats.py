@@ -386,7 +386,7 @@ def _values_cte(source: str, cols: Sequence[Column]) -> str:
     return f"WITH sqlml_src AS (\n{source}\n),\nsqlml_v AS ({values})"
 
 
-def bucket_sql(value: str, lo: str, hi: str, bins: int) -> str:
+def bucket_sql(value: str, lo: str, hi: str, bins: int, dialect: str) -> str:
     """The histogram bin of `value` (NULL stays NULL): 0 below lo, bins + 1 above hi, else
     1..bins equal-width over [lo, hi] with the last bin closed. The single definition of the
     bins: stored histograms and drift/skew queries all go through it."""
@@ -396,7 +396,7 @@ def bucket_sql(value: str, lo: str, hi: str, bins: int) -> str:
         f" WHEN {value} > {hi} THEN {bins + 1}"
         f" WHEN {hi} = {lo} THEN 1"
         f" ELSE 1 + LEAST({bins - 1}, CAST(FLOOR(({value} - {lo}) / ({hi} - {lo}) * {bins})"
-        " AS BIGINT)) END"
+        f" AS {sql_type('int', dialect)})) END"
     )
 
 
@@ -418,7 +418,8 @@ def raw_counts_sql(values: str, cols: Sequence[Column], bins: dict[int, int], di
     for c in cols:
         names.append(string_literal(c.name, dialect))
         if c.kind == "numerical":
-            bucket = bucket_sql(c.value, f"sqlml_lo{c.index}", f"sqlml_hi{c.index}", bins[c.index])
+            lo, hi = f"sqlml_lo{c.index}", f"sqlml_hi{c.index}"
+            bucket = bucket_sql(c.value, lo, hi, bins[c.index], dialect)
             buckets.append(f"CAST({bucket} AS {string})")
         else:
             buckets.append(c.value)

@@ -101,6 +101,11 @@ def literal_value(node: exp.Expression) -> Any:
         return -literal_value(node.this)
     if isinstance(node, exp.Array):
         return [literal_value(e) for e in node.expressions]
+    if isinstance(node, (exp.Tuple, exp.Struct)):  # ('col', 0.1) / STRUCT('col', 0.1): a pair
+        return tuple(
+            literal_value(e.expression if isinstance(e, exp.PropertyEQ) else e)
+            for e in node.expressions
+        )
     raise SqlCompileError(f"expected a literal value, got {node.sql()!r}")
 
 

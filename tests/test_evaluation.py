@@ -297,3 +297,49 @@ def test_top_k_keeps_frame_shape_on_many_groups(cancer_db):
     n = db.sql("SELECT count(*) FROM ML.TOP_K(MODEL cancer, TABLE c2, STRUCT(3 AS k, "
                "'user_id' AS partition_by))").fetchall()[0][0]  # fmt: skip
     assert n == 569
+
+
+# -- training statistics, skew and drift ----------------------------------------------------------
+
+
+def test_feature_info_skew_and_drift_in_sql(db, cancer, cancer_lr):
+    """Statistics stored at registration; a shifted feature is flagged, a resample is not."""
+    X, y = cancer
+    rng = np.random.default_rng(0)
+    db.con.register("f", X)
+    db.sql("CREATE TABLE train AS SELECT * FROM f")
+    resample = X.iloc[rng.integers(0, len(X), len(X))]
+    db.con.register("r", resample)
+    db.sql("CREATE TABLE same AS SELECT * FROM r")
+    db.sql("CREATE TABLE shifted AS SELECT * REPLACE (mean_radius + 3 * 3.5 AS mean_radius) "
+           "FROM same")  # fmt: skip
+    db.register_model("cancer", cancer_lr, label="malignant", training_data="train")
+    info = db.sql("SELECT * FROM ML.FEATURE_INFO(MODEL cancer) ORDER BY input").df()
+    assert len(info) == X.shape[1]
+    row = info.set_index("input").loc["mean_radius"]
+    assert row["mean"] == pytest.approx(X["mean_radius"].astype("float64").mean(), rel=1e-6)
+    assert row["max"] == pytest.approx(X["mean_radius"].max(), rel=1e-6)
+    assert row["null_count"] == 0
+    calm = db.sql("SELECT * FROM ML.VALIDATE_DATA_SKEW(MODEL cancer, TABLE same)").df()
+    assert list(calm.columns)[:5] == ["input", "metric", "threshold", "value", "is_anomaly"]
+    assert not calm["is_anomaly"].any()
+    skewed = db.sql("SELECT * FROM ML.VALIDATE_DATA_SKEW(MODEL cancer, TABLE shifted)").df()
+    assert set(skewed[skewed["is_anomaly"]]["input"]) == {"mean_radius"}
+    drift = db.sql(
+        "SELECT * FROM ML.VALIDATE_DATA_DRIFT(TABLE train, TABLE shifted, "
+        "STRUCT(0.3 AS numerical_default_threshold))"
+    ).df()
+    assert "mean_radius" in set(drift[drift["is_anomaly"]]["input"])
+    strict = db.sql(
+        "SELECT input, threshold, is_anomaly FROM ML.VALIDATE_DATA_SKEW(MODEL cancer, "
+        "TABLE same, STRUCT([('mean_texture', 0.0001)] AS thresholds)) "
+        "WHERE input = 'mean_texture'"
+    ).fetchall()
+    assert strict[0][1] == pytest.approx(0.0001) and strict[0][2]  # a per-column override
+    compiled = db.compile("SELECT * FROM ML.VALIDATE_DATA_SKEW(MODEL cancer, TABLE shifted)")
+    sqlglot.parse_one(compiled, read="bigquery")
+    with pytest.raises(SqlCompileError, match="no training statistics"):
+        db.register_model("bare", cancer_lr, label="malignant")
+        db.sql("SELECT * FROM ML.FEATURE_INFO(MODEL bare)")
+    db.drop_model("cancer")
+    assert db.sql("SELECT count(*) FROM sqlml.feature_stats").fetchall() == [(0,)]

@@ -383,10 +383,18 @@ def _drift_columns(
             f"{what}: the column types are unknown here; add STRUCT(['a', ...] AS "
             "numerical_columns, ['b', ...] AS categorical_columns)"
         )
-    return [
-        (name, "numerical" if type_.upper().startswith(_NUMERIC + ("BOOLEAN",)) else "categorical")
-        for name, type_ in described
-    ]
+    kinds = []
+    for name, type_ in described:
+        upper = type_.upper()
+        kind = (
+            "boolean"
+            if upper == "BOOLEAN"
+            else "numerical"
+            if upper.startswith(_NUMERIC)
+            else ("categorical")
+        )
+        kinds.append((name, kind))
+    return kinds
 
 
 # -- continuous evaluation over the prediction log -------------------------------------------------

@@ -65,7 +65,15 @@ def main() -> None:
             best[name] = min(best[name], time.perf_counter() - start)
     a = results["sqlml ML.TOP_K (model compiled to SQL)"].sort_values(["user_id", "rank"])
     b = results["pandas: .df(), predict_proba, sort, groupby().head(k)"]
-    same = np.array_equal(a["item_id"].to_numpy(), b["item_id"].to_numpy())
+    # sklearn scores in float64, the ONNX/SQL model with float32 weights: near-equal scores
+    # can swap ranks, so compare each user's top-k set and the k-th score
+    sets_a = a.groupby("user_id")["item_id"].apply(frozenset)
+    sets_b = b.groupby("user_id")["item_id"].apply(frozenset)
+    differing = int((sets_a != sets_b.reindex(sets_a.index)).sum())
+    kth = np.abs(
+        a.groupby("user_id")["score"].min().to_numpy()
+        - b.groupby("user_id")["score"].min().to_numpy()
+    ).max()
     baseline = best["pandas: .df(), predict_proba, sort, groupby().head(k)"]
     print(f"{args.rows:,} candidates, {args.users:,} users, k={args.k}, best of {args.repeat}")
     print("| path | seconds | rows/s | vs pandas |\n|---|---:|---:|---:|")
@@ -74,7 +82,10 @@ def main() -> None:
             f"| {name} | {seconds:.2f} | {args.rows / seconds / 1e6:.2f} M | "
             f"{baseline / seconds:.2f}x |"
         )
-    print(f"same top-k items as pandas: {same}")
+    print(
+        f"users whose top-{args.k} set differs from pandas: {differing} of {len(sets_a):,}; "
+        f"max |k-th score difference| {kth:.1e}"
+    )
     db.close()
 
 

@@ -61,6 +61,7 @@ import sys
 from dataclasses import dataclass
 
 from sqlml.errors import SqlCompileError
+from sqlml.featurestats import string_literal
 
 SCORED_LABEL = "sqlml_label"
 SCORED_PREDICTED = "sqlml_predicted"
@@ -102,17 +103,7 @@ class _Sql:
         return f"`{name}`" if self.bigquery else f'"{name}"'
 
     def string(self, text: str) -> str:
-        if not self.bigquery:  # DuckDB: standard SQL strings, quotes doubled
-            return "'" + text.replace("'", "''") + "'"
-        out = []
-        for ch in text:
-            if ch in "\\'":
-                out.append("\\" + ch)
-            elif ord(ch) < 32 or ord(ch) == 127:
-                out.append(f"\\x{ord(ch):02x}")
-            else:
-                out.append(ch)
-        return "'" + "".join(out) + "'"
+        return string_literal(text, "bigquery" if self.bigquery else "duckdb")
 
     def literal(self, value: object) -> str:
         if isinstance(value, bool):

@@ -44,8 +44,10 @@ def main(workdir: str | Path = "quickstart_out") -> dict:
             f"CREATE MODEL cancer_nn OPTIONS(model_type='tensorflow', "
             f"model_path='{saved_model}', input_label_cols=['malignant'], classes=[0, 1])"
         )
-        db.sql("SELECT model, latest_version, format, inputs[1:3] AS first_inputs, outputs "
-               "FROM sqlml.models").show()
+        db.sql(
+            "SELECT model, latest_version, format, inputs[1:3] AS first_inputs, outputs "
+            "FROM sqlml.models"
+        ).show()
 
         print("3. batch prediction into a table (every input column passes through)")
         db.sql(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import duckdb
+import pyarrow as pa
 import sqlglot.errors
 
 import sqlml
@@ -343,6 +344,79 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query_argument(text: str) -> str:
+    """`--query` text, or a file's text with @FILE (and stdin with -)."""
+    if text == "-":
+        return sys.stdin.read()
+    if text.startswith("@"):
+        return _read_source(text[1:])
+    return text
+
+
+def _data_source(args: argparse.Namespace) -> str:
+    from sqlml.reports import source_sql
+
+    if (args.query is None) == (args.table is None):
+        raise SqlmlError("give the data with --query SQL or --table NAME (one of them)")
+    query = None if args.query is None else _query_argument(args.query)
+    return source_sql(query=query, table=args.table)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sqlml import reports
+
+    source = _data_source(args)
+    if args.plot:
+        from sqlml.plots import check_plot_path
+
+        check_plot_path(args.plot)  # before any work: a bad path fails fast
+    with open_database(args.database, must_exist=True) as db:
+        call = reports.evaluate_call(args.model, source, label=args.label, threshold=args.threshold)
+        write_result(db.sql(f"SELECT * FROM ML.EVALUATE({call})"), sys.stdout, args.format)
+        if args.plot:
+            from sqlml.plots import plot_evaluation
+
+            report = reports.evaluation_report(
+                db, args.model, source, label=args.label, threshold=args.threshold
+            )
+            print(f"wrote {plot_evaluation(report, args.plot)}", file=sys.stderr)
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from sqlml import reports
+
+    if (args.model is None) == (args.base is None):
+        raise SqlmlError(
+            "compare against a model's training data (--model NAME) or a base query (--base SQL)"
+        )
+    if args.plot:
+        from sqlml.plots import check_plot_path
+
+        check_plot_path(args.plot)
+    options: dict[str, object] = {}
+    if args.threshold is not None:
+        options = {
+            "numerical_default_threshold": args.threshold,
+            "categorical_default_threshold": args.threshold,
+        }
+    study = _query_argument(args.query)
+    with open_database(args.database, must_exist=True) as db:
+        if args.model is not None:
+            report = reports.skew_report(db, args.model, study, options)
+        else:
+            report = reports.drift_report(db, _query_argument(args.base), study, options)
+        write_result(db.con.from_arrow(pa.Table.from_pylist(report.rows)), sys.stdout, args.format)
+        if args.plot:
+            from sqlml.plots import plot_drift
+
+            print(f"wrote {plot_drift(report, args.plot)}", file=sys.stderr)
+    if report.flagged and args.fail_on_anomaly:
+        print(f"anomalies in: {', '.join(report.flagged)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     with open_database(args.database) as db:
@@ -646,6 +720,10 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"rows printed in table format (default: {DEFAULT_MAX_ROWS})",
         )
 
+    def data_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--query", metavar="SQL", help="the data as a query (@FILE reads one)")
+        command.add_argument("--table", metavar="NAME", help="the data as a table")
+
     sql = commands.add_parser("sql", help="run SQL and print the last statement's result")
     sql.add_argument("database", metavar="DB", help="DuckDB file (created if missing)")
     sql.add_argument("query", metavar="SQL", nargs="?", help="SQL text, or - to read stdin")
@@ -711,6 +789,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy model artifacts here (default: artifacts/ beside OUT; none for stdout)",
     )
     compile_.set_defaults(func=cmd_compile)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="ML.EVALUATE a model against ground truth; --plot draws ROC and matrix"
+    )
+    evaluate.add_argument("database", metavar="DB")
+    evaluate.add_argument("model", metavar="MODEL", help="name, name@alias or name@VERSION")
+    data_options(evaluate)
+    evaluate.add_argument("--label", help="ground-truth column (default: the model's label)")
+    evaluate.add_argument(
+        "--threshold", type=float, help="binary classifiers: positive above this (default 0.5)"
+    )
+    evaluate.add_argument(
+        "--plot", metavar="FILE", help="draw the ROC curve and confusion matrix (.png/.svg/.pdf)"
+    )
+    evaluate.add_argument("--format", choices=FORMATS, default="table")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    drift = commands.add_parser(
+        "drift",
+        help="compare serving data with a model's training data (or a base query), per input",
+    )
+    drift.add_argument("database", metavar="DB")
+    drift.add_argument("--model", help="skew against this model's training statistics")
+    drift.add_argument("--base", metavar="SQL", help="drift against this query (@FILE reads one)")
+    drift.add_argument(
+        "--query", metavar="SQL", required=True, help="the data to check (@FILE reads one)"
+    )
+    drift.add_argument(
+        "--threshold", type=float, help="default threshold for every input (default 0.3)"
+    )
+    drift.add_argument(
+        "--plot", metavar="FILE", help="draw histograms of the flagged inputs (.png/.svg/.pdf)"
+    )
+    drift.add_argument(
+        "--fail-on-anomaly", action="store_true", help="exit 1 when an input is over its threshold"
+    )
+    drift.add_argument("--format", choices=FORMATS, default="table")
+    drift.set_defaults(func=cmd_drift)
 
     shell = commands.add_parser("shell", help="interactive SQL shell where models are functions")
     shell.add_argument("database", metavar="DB", nargs="?", default=":memory:")

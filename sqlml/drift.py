@@ -49,6 +49,7 @@ from sqlml.featurestats import (
     FeatureStats,
     bounds_literal_sql,
     check_dialect,
+    kind_of,
     raw_counts_sql,
     rows_sql,
     sql_type,
@@ -109,8 +110,11 @@ def validate_data_drift_sql(
     columns: Sequence[tuple[str, str]],
     options: Mapping[str, Any] | None,
     dialect: str,
+    *,
+    histograms: bool = False,
 ) -> str:
-    """ML.VALIDATE_DATA_DRIFT(base, study, options) as SQL in `dialect`.
+    """ML.VALIDATE_DATA_DRIFT(base, study, options) as SQL in `dialect` (with `histograms`, the
+    compared bucket counts instead: see `_histograms_select`).
 
     `base` and `study` are SELECTs in that dialect; `columns` the (name, kind) pairs to compare,
     kind 'numerical', 'categorical' or 'boolean' (a BOOL column compared as 0/1: BigQuery cannot
@@ -140,7 +144,7 @@ sqlml_top AS (
 ),
 sqlml_base_b AS ({_bucketed_sql("sqlml_base_raw", cols, dialect)})"""
     bins = {c.index: settings.bins for c in numerical}
-    return _compare_sql(base_ctes, study, cols, bins, settings, dialect)
+    return _compare_sql(base_ctes, study, cols, bins, settings, dialect, histograms)
 
 
 def validate_data_skew_sql(
@@ -148,6 +152,8 @@ def validate_data_skew_sql(
     study: str,
     options: Mapping[str, Any] | None,
     dialect: str,
+    *,
+    histograms: bool = False,
 ) -> str:
     """ML.VALIDATE_DATA_SKEW(MODEL m, study, options) as SQL in `dialect`, against the stored
     training statistics `stats`, written into the SQL as literals (bin edges and counts, top
@@ -175,7 +181,7 @@ def validate_data_skew_sql(
     base_ctes = f"""sqlml_bounds AS ({bounds_literal_sql(bounds, dialect)}),
 sqlml_top AS ({rows_sql(keys, top, dialect)}),
 sqlml_base_b AS ({rows_sql((*keys, ("n", "int")), counts, dialect)})"""
-    return _compare_sql(base_ctes, study, cols, bins, settings, dialect)
+    return _compare_sql(base_ctes, study, cols, bins, settings, dialect, histograms)
 
 
 # -- the shared comparison -------------------------------------------------------------------
@@ -188,9 +194,10 @@ def _compare_sql(
     bins: dict[int, int],
     settings: Settings,
     dialect: str,
+    histograms: bool = False,
 ) -> str:
-    """The study side and the metrics, after CTEs giving the base side: sqlml_bounds (bin
-    edges), sqlml_top (kept categories) and sqlml_base_b (input, bucket, n)."""
+    """The study side and the metrics (or the histograms), after CTEs giving the base side:
+    sqlml_bounds (bin edges), sqlml_top (kept categories) and sqlml_base_b (input, bucket, n)."""
     double = sql_type("float", dialect)
     spec = rows_sql(
         (("ord", "int"), ("input", "string"), ("metric", "string"), ("threshold", "float")),
@@ -201,7 +208,7 @@ def _compare_sql(
         "ERROR(CONCAT('sqlml: the base data has no non-NULL values for input ', spec.input, "
         "' (is the base query empty?)'))"
     )
-    return f"""WITH {base_ctes},
+    study_ctes = f"""WITH {base_ctes},
 sqlml_study AS (
 {strip_query(study)}
 ),
@@ -209,7 +216,10 @@ sqlml_study_v AS ({values_sql(cols, "sqlml_study", dialect)}),
 sqlml_study_raw AS (
   {raw_counts_sql("sqlml_study_v", cols, bins, dialect)}
 ),
-sqlml_study_b AS ({_bucketed_sql("sqlml_study_raw", cols, dialect)}),
+sqlml_study_b AS ({_bucketed_sql("sqlml_study_raw", cols, dialect)})"""
+    if histograms:
+        return f"{study_ctes},\n{_histograms_select(cols, bins, dialect)}"
+    return f"""{study_ctes},
 sqlml_base_p AS (
   SELECT input, bucket, CAST(n AS {double}) / SUM(n) OVER (PARTITION BY input) AS p
   FROM sqlml_base_b
@@ -251,6 +261,38 @@ FROM sqlml_result
 ORDER BY ord"""
 
 
+def _histograms_select(cols: Sequence[Column], bins: dict[int, int], dialect: str) -> str:
+    """Ends the query early with the buckets both sides were counted in: `input, bucket,
+    lo, hi, bins, base_n, study_n`. Numerical buckets are '0' (below the base minimum), '1'..'B'
+    (lo..hi, equal width) and 'B+1' (above the maximum); categorical ones are 'v:<value>' and
+    'other'. What a drift report draws, from the very counts the metric used."""
+    double = sql_type("float", dialect)
+    los = " ".join(
+        f"WHEN {string_literal(c.name, dialect)} THEN sqlml_lo{c.index}"
+        for c in cols
+        if c.kind == "numerical"
+    )
+    his = los.replace("sqlml_lo", "sqlml_hi")
+    counts = " ".join(
+        f"WHEN {string_literal(c.name, dialect)} THEN {bins[c.index]}"
+        for c in cols
+        if c.kind == "numerical"
+    )
+    lo = f"CASE h.input {los} END" if los else f"CAST(NULL AS {double})"
+    hi = f"CASE h.input {his} END" if his else f"CAST(NULL AS {double})"
+    b = f"CASE h.input {counts} END" if counts else f"CAST(NULL AS {sql_type('int', dialect)})"
+    return f"""sqlml_hist AS (
+  SELECT COALESCE(b.input, s.input) AS input, COALESCE(b.bucket, s.bucket) AS bucket,
+    COALESCE(b.n, 0) AS base_n, COALESCE(s.n, 0) AS study_n
+  FROM sqlml_base_b AS b FULL OUTER JOIN sqlml_study_b AS s
+    ON b.input = s.input AND b.bucket = s.bucket
+)
+SELECT h.input, h.bucket, {lo} AS lo, {hi} AS hi, {b} AS bins, h.base_n, h.study_n
+FROM sqlml_hist AS h CROSS JOIN sqlml_bounds
+ORDER BY h.input, h.bucket
+"""
+
+
 def _bucketed_sql(raw: str, cols: Sequence[Column], dialect: str) -> str:
     """Raw (input, bucket, n) counts with categories outside sqlml_top folded into 'other'."""
     return f"""
@@ -266,6 +308,17 @@ def _bucketed_sql(raw: str, cols: Sequence[Column], dialect: str) -> str:
 def _is_categorical(expr: str, cols: Sequence[Column], dialect: str) -> str:
     names = [string_literal(c.name, dialect) for c in cols if c.kind == "categorical"]
     return f"{expr} IN ({', '.join(names)})" if names else "FALSE"
+
+
+def column_kinds(described: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(name, DuckDB type) -> (name, kind) as the drift functions compare them."""
+    kinds = []
+    for name, type_ in described:
+        if type_.upper() == "BOOLEAN":
+            kinds.append((name, "boolean"))
+        else:
+            kinds.append((name, kind_of(type_)))
+    return kinds
 
 
 # -- arguments ---------------------------------------------------------------------------------

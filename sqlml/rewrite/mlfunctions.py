@@ -383,18 +383,7 @@ def _drift_columns(
             f"{what}: the column types are unknown here; add STRUCT(['a', ...] AS "
             "numerical_columns, ['b', ...] AS categorical_columns)"
         )
-    kinds = []
-    for name, type_ in described:
-        upper = type_.upper()
-        kind = (
-            "boolean"
-            if upper == "BOOLEAN"
-            else "numerical"
-            if upper.startswith(_NUMERIC)
-            else ("categorical")
-        )
-        kinds.append((name, kind))
-    return kinds
+    return drift.column_kinds(described)
 
 
 # -- continuous evaluation over the prediction log -------------------------------------------------

@@ -97,15 +97,24 @@ class Database:
         threads: int | None = None,
         storage_version: str | None = None,
         memory_limit: str | None = None,
+        connection: duckdb.DuckDBPyConnection | None = None,
     ):
         config: dict[str, Any] = {"threads": threads} if threads else {}
         if memory_limit:
             config["memory_limit"] = memory_limit
         if storage_version:
             config["storage_compatibility_version"] = storage_version
-        self.path = str(path) if path else ":memory:"
         self.read_only = read_only
-        self.con = duckdb.connect(self.path, read_only=read_only, config=config)
+        self._owns_connection = connection is None
+        if connection is None:
+            self.path = str(path) if path else ":memory:"
+            self.con = duckdb.connect(self.path, read_only=read_only, config=config)
+        else:  # someone else's connection (dbt's): used, never closed
+            self.con = connection
+            rows = connection.execute(
+                "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+            ).fetchall()
+            self.path = (rows[0][0] if rows else None) or ":memory:"
         self._runtimes: dict[str, Runtime] = {}
         self._runtime_lock = threading.Lock()
         self._functions: dict[str, tuple[str, ModelFunction]] = {}  # function name -> (sha, fn)
@@ -124,9 +133,16 @@ class Database:
             self._sql_tables = self._init_sql_forms()
             self.sync_functions()
         except BaseException:
-            self.con.close()
+            if self._owns_connection:
+                self.con.close()
             raise
         _open_databases.add(self)
+
+    @classmethod
+    def attach(cls, connection: duckdb.DuckDBPyConnection) -> Database:
+        """sqlml on a connection opened elsewhere (e.g. by dbt-duckdb): the catalog and model
+        functions are set up on it; `close()` leaves the connection open."""
+        return cls(connection=connection)
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> Database:
@@ -139,7 +155,8 @@ class Database:
         try:
             self.flush_prediction_log()
         finally:
-            self.con.close()
+            if self._owns_connection:
+                self.con.close()
         _open_databases.discard(self)
 
     # -- SQL -------------------------------------------------------------------------------

@@ -297,9 +297,77 @@ def cmd_drop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vars(text: str | None) -> dict[str, Any]:
+    """--vars '{"k": 1}' (JSON, or YAML like dbt's --vars)."""
+    if not text:
+        return {}
+    import yaml
+
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SqlmlError(f"--vars is not valid JSON/YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise SqlmlError("--vars must be a mapping, e.g. '{\"top_k\": 5}'")
+    return values
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sqlml import project as projects
+    from sqlml.project_run import run
+
+    project = projects.load(args.project)
+    database = Path(args.database) if args.database else None
+    if database is None:
+        database = projects.inside(
+            project.root, project.targets["duckdb"]["database"], "targets.duckdb.database"
+        )
+    marks = {"ok": "OK   ", "error": "ERROR", "skipped": "SKIP "}
+
+    def report(result: Any, number: int, total: int) -> None:
+        what = result.materialized
+        if result.rows is not None:
+            what += f", {result.rows:,} rows"
+        line = f"{number}/{total} {marks[result.status]} {result.name} ({what})"
+        if result.status == "ok":
+            line += f" in {result.seconds:.2f}s"
+        else:
+            line += f": {result.message}"
+        print(line, flush=True)
+
+    with open_database(str(database)) as db:
+        result = run(project, db, selectors=args.select, overrides=_vars(args.vars), report=report)
+    for ref in result.registered:
+        print(f"registered {ref}")
+    counts = {s: sum(f.status == s for f in result.files) for s in marks}
+    print(f"done: {counts['ok']} ok, {counts['error']} failed, {counts['skipped']} skipped "
+          f"-> {database}")  # fmt: skip
+    return 0 if result.ok else 1
+
+
+def cmd_compile_project(args: argparse.Namespace) -> int:
+    from sqlml import project as projects
+    from sqlml.project_compile import compile_project
+
+    project = projects.load(args.file)
+    out = Path(args.output) if args.output else project.root / "target" / "bigquery"
+    compiled = compile_project(project, out, database=args.db, overrides=_vars(args.vars))
+    for path in compiled.files:
+        print(f"wrote {path}")
+    print(f"wrote {compiled.out / 'manifest.json'}")
+    uploads = compiled.manifest["uploads"]
+    if uploads:
+        print("upload these artifacts before running the SQL:")
+        for upload in uploads:
+            print(f"  {upload['command']}")
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from sqlml.rewrite.bigquery import compile_bigquery
 
+    if args.file != "-" and Path(args.file).is_dir():
+        return cmd_compile_project(args)
     text = _read_source(args.file)
     base_dir = Path.cwd() if args.file == "-" else Path(args.file).resolve().parent
     output = Path(args.output) if args.output else None
@@ -769,10 +837,23 @@ def build_parser() -> argparse.ArgumentParser:
     drop.add_argument("--if-exists", action="store_true")
     drop.set_defaults(func=cmd_drop)
 
-    compile_ = commands.add_parser("compile", help="compile sqlml SQL for BigQuery")
-    compile_.add_argument("file", metavar="FILE", help="SQL file, or - for stdin")
+    run = commands.add_parser("run", help="build a templated SQL project in DuckDB")
+    run.add_argument("project", metavar="PROJECT", nargs="?", default=".", help="project folder")
+    run.add_argument(
+        "--select", "-s", nargs="+", metavar="SEL", help="files to run: name, +name, name+"
+    )
+    run.add_argument("--vars", help="override vars: '{\"top_k\": 5}'")
+    run.add_argument("--database", metavar="DB", help="DuckDB file (default: the project's)")
+    run.set_defaults(func=cmd_run)
+
+    compile_ = commands.add_parser("compile", help="compile sqlml SQL (or a project) for BigQuery")
+    compile_.add_argument("file", metavar="FILE", help="SQL file, - for stdin, or a project folder")
+    compile_.add_argument("--vars", help="project: override vars")
     compile_.add_argument("--target", choices=("bigquery",), default="bigquery")
-    compile_.add_argument("-o", "--output", metavar="OUT", help="write the SQL here")
+    compile_.add_argument(
+        "-o", "--output", metavar="OUT",
+        help="write the SQL here (project: a folder, default PROJECT/target/bigquery)",
+    )  # fmt: skip
     compile_.add_argument("--dataset", help="BigQuery dataset for model names")
     compile_.add_argument("--model-uri", help="where artifacts are uploaded (gs://bucket/path)")
     compile_.add_argument(

@@ -52,11 +52,11 @@ def _close_open_databases() -> None:
         database.close()
 
 
-MACRO_DIR = Path(__file__).resolve().parent.parent / "udfs"
+MACRO_DIR = Path(__file__).resolve().parent / "udfs"
 
 
 def load_macros(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the SQL macros of udfs/*.sql (pure SQL, persisted in the database file)."""
+    """Create the SQL macros of sqlml/udfs/*.sql (pure SQL, persisted in the database file)."""
     for path in sorted(MACRO_DIR.glob("*.sql")):
         con.execute(path.read_text()).fetchall()
 

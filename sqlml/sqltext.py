@@ -10,7 +10,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 from sqlglot.tokens import TokenType
 
-from sqlml.dialect import Sqlml
+from sqlml.dialect import ML_FUNCTIONS, Sqlml
 from sqlml.errors import SqlCompileError
 from sqlml.names import ModelRef
 
@@ -54,7 +54,32 @@ def parse(text: str) -> exp.Expression:
     try:
         return sqlglot.parse_one(text, read=Sqlml)
     except ParseError as error:
+        unknown = unknown_ml_function(text)
+        if unknown:
+            raise SqlCompileError(
+                f"ML.{unknown} is a BigQuery ML function with no DuckDB equivalent in sqlml "
+                f"(sqlml runs ML.PREDICT, ML.{', ML.'.join(ML_FUNCTIONS)})"
+            ) from None
         raise SqlCompileError(f"cannot parse SQL: {describe_parse_error(error)}") from None
+
+
+def unknown_ml_function(text: str) -> str | None:
+    """The first `ML.<name>(` that sqlml does not implement (e.g. ML.FORECAST), if any."""
+    try:
+        tokens = Sqlml().tokenize(text)
+    except Exception:
+        return None
+    known = {"PREDICT", *ML_FUNCTIONS}
+    for i in range(len(tokens) - 3):
+        ml, dot, name, paren = tokens[i : i + 4]
+        if (
+            ml.text.upper() == "ML"
+            and dot.token_type == TokenType.DOT
+            and paren.token_type == TokenType.L_PAREN
+            and name.text.upper() not in known
+        ):
+            return name.text.upper()
+    return None
 
 
 def describe_parse_error(error: ParseError) -> str:

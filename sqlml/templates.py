@@ -1,4 +1,4 @@
-"""Render templated SQL with the `ml.*` Jinja macro library shipped in sql/ml.sql.
+"""Render templated SQL with the `ml.*` Jinja macro library shipped in sqlml/sql/ml.sql.
 
     render("SELECT * FROM {{ ml.predict('churn', 'users', threshold=0.3) }}")
 
@@ -15,7 +15,7 @@ import jinja2
 
 from sqlml.errors import SqlCompileError
 
-LIBRARY_DIR = Path(__file__).resolve().parent.parent / "sql"
+LIBRARY_DIR = Path(__file__).resolve().parent / "sql"
 
 
 def environment() -> jinja2.Environment:
@@ -33,12 +33,12 @@ def render(text: str, **variables: Any) -> str:
         ml = env.get_template("ml.sql").module
         return env.from_string(text).render(ml=ml, **variables)
     except jinja2.TemplateError as error:
-        line = getattr(error, "lineno", None) or _template_line(error)
+        line = getattr(error, "lineno", None) or template_line(error)
         where = f" (line {line})" if line else ""
         raise SqlCompileError(f"template error{where}: {error}") from None
 
 
-def _template_line(error: Exception) -> int | None:
+def template_line(error: Exception) -> int | None:
     """Jinja puts the template's own line into the traceback of runtime errors."""
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == "<template>"]
     return frames[-1].lineno if frames else None

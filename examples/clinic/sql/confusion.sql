@@ -1,0 +1,1 @@
+SELECT * FROM {{ ml.confusion_matrix('cancer', ref('labelled')) }}

@@ -1,0 +1,1 @@
+SELECT * FROM {{ ml.evaluate('cancer', ref('labelled'), threshold=var('threshold')) }}

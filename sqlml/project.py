@@ -153,7 +153,8 @@ class Project:
         where = path.relative_to(self.root)
         try:
             template = env.from_string(path.read_text())
-            record.sql = template.render(**self._context(record, target, values, ml)).strip()
+            # leading blank lines stay: line N of the SQL is line N of the file
+            record.sql = template.render(**self._context(record, target, values, ml)).rstrip()
         except jinja2.TemplateSyntaxError as error:
             raise ProjectError(f"{where} line {error.lineno}: template error: {error}") from None
         except (jinja2.TemplateError, ProjectError) as error:
@@ -163,7 +164,7 @@ class Project:
             raise ProjectError(f"{where}{at}: {text}") from None
         while record.sql.endswith(";"):
             record.sql = record.sql[:-1].rstrip()
-        if not record.sql:
+        if not record.sql.strip():
             raise ProjectError(f"{where}: the file renders to no SQL")
         return record
 

@@ -4,7 +4,9 @@
 
 Builds its own data (scikit-learn's breast-cancer set, a generated corpus of complaints),
 trains a gradient-boosted classifier, a text classifier (TF-IDF + logistic regression) and a
-small Keras network, registers all three in WORKDIR/warehouse.duckdb, then runs SQL.
+small Keras network, registers all three in WORKDIR/warehouse.duckdb, then runs SQL. Then it
+builds the templated project examples/clinic (batch scores, a keyed join with ground truth,
+top-k per clinic, evaluation, a drift check) with `sqlml run`, and compiles it for BigQuery.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import sys
 from pathlib import Path
 
 import sqlml
-from sqlml import demo
+from sqlml import demo, project, project_compile, project_run
+
+CLINIC = Path(__file__).resolve().parent / "clinic"
 
 
 def main(workdir: str | Path = "quickstart_out") -> dict:
@@ -86,7 +90,7 @@ def main(workdir: str | Path = "quickstart_out") -> dict:
         )
         side_by_side.show()
 
-        return {
+        results = {
             "database": database,
             "trees": trees,
             "text": text,
@@ -100,6 +104,24 @@ def main(workdir: str | Path = "quickstart_out") -> dict:
                 f"SELECT id, cancer_nn({args}).output_0 AS p FROM patients ORDER BY id"
             ).df(),
         }
+
+    print("7. a templated SQL project: sqlml run examples/clinic")
+    clinic = project.load(CLINIC)
+    with sqlml.connect(workdir / "clinic.duckdb") as db:
+        run = project_run.run(
+            clinic, db, report=lambda f, i, n: print(f"  {i}/{n} {f.status:7} {f.name}")
+        )
+        db.sql("SELECT * FROM evaluation").show()
+        db.sql("SELECT input, value, is_anomaly FROM drift WHERE is_anomaly").show()
+        results["clinic"] = {name: db.sql(f"SELECT * FROM {name}").df() for name in
+                             ("scores", "evaluation", "top_patients", "drift")}  # fmt: skip
+    results["clinic_run"] = run
+    compiled = project_compile.compile_project(
+        clinic, workdir / "clinic_bigquery", database=workdir / "clinic.duckdb"
+    )
+    print(f"8. the same project for BigQuery: {len(compiled.files)} files in {compiled.out}")
+    results["clinic_bigquery"] = compiled
+    return results
 
 
 if __name__ == "__main__":

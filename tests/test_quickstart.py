@@ -49,3 +49,21 @@ def test_keras_scores_equal_keras(results):
     patients, model = results["patients"], results["keras"]
     expected = model.predict(demo.keras_inputs(patients), verbose=0).ravel()
     assert np.abs(results["keras_scores"]["p"].to_numpy() - expected).max() < TOL
+
+
+def test_the_example_project_runs_and_compiles(results):
+    """The templated project part of the quickstart (examples/clinic, tested in depth in
+    test_project.py): every file built, the evaluation's numbers from sklearn."""
+    from sklearn import metrics as skm
+
+    assert results["clinic_run"].ok and len(results["clinic_run"].files) == 7
+    tables = results["clinic"]
+    scores = tables["scores"].sort_values("id")
+    truth = results["patients"].sort_values("id")["malignant"].to_numpy()
+    evaluation = tables["evaluation"].iloc[0]
+    assert evaluation["roc_auc"] == pytest.approx(
+        skm.roc_auc_score(truth, scores["p_malignant"]), abs=1e-6
+    )
+    assert list(tables["drift"].query("is_anomaly")["input"]) == ["mean_radius"]
+    assert len(tables["top_patients"]) == 4 * 3  # k = 3 in each of four clinics
+    assert (results["clinic_bigquery"].out / "manifest.json").is_file()

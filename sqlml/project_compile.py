@@ -8,7 +8,7 @@
 
 What the models output (labels, classes) and their training statistics come from a DuckDB
 registry: the project's database when `sqlml run` has built it, else the declared artifacts
-registered in memory (then ML.VALIDATE_DATA_SKEW, which needs statistics, cannot compile).
+registered in memory, with statistics when their training_data is readable here.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 
@@ -210,10 +211,16 @@ class _registry:
             return self.db
         self.db = connect()
         for model in self.project.models:
-            self.db.register_model(
-                model.name, str(model.path), format=model.format, label=model.label,
-                classes=model.classes, nulls=model.nulls, engine="runtime",
-            )  # fmt: skip
+            options = dict(format=model.format, label=model.label, classes=model.classes,
+                           nulls=model.nulls, engine="runtime")  # fmt: skip
+            try:  # statistics too, when the training data is readable here (e.g. files)
+                training = model.training_data and self.project.render_text(
+                    model.training_data, "duckdb", f"model {model.name} training_data"
+                )
+                self.db.register_model(model.name, str(model.path), training_data=training or None,
+                                       **options)  # fmt: skip
+            except (SqlmlError, duckdb.Error):
+                self.db.register_model(model.name, str(model.path), **options)
         return self.db
 
     def __exit__(self, *exc: object) -> None:

@@ -242,3 +242,18 @@ def test_compile_errors_and_no_half_written_output(clinic, tmp_path):
     assert not list(tmp_path.glob(".bq.partial*"))
     with pytest.raises(ProjectError, match="would overwrite the project"):
         project_compile.compile_project(project.load(clinic), clinic)
+
+
+def test_cli_compile_project(clinic, tmp_path, capsys):
+    out = tmp_path / "bq"
+    assert main(["compile", str(clinic), "--target", "bigquery", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'manifest.json'}" in printed
+    assert f"gsutil cp {out / 'artifacts' / 'cancer.onnx'} gs://my-bucket/clinic/models/" in printed
+    assert (out / "scores.sql").is_file()
+    assert "ML.VALIDATE" not in (out / "drift.sql").read_text()  # statistics: from data/*.csv
+    assert main(["compile", str(clinic), "--vars", "{top_k: 9}", "-o", str(out)]) == 0
+    assert "<= 9" in (out / "top_patients.sql").read_text()
+    (clinic / "data" / "patients.csv").unlink()  # no training data: no statistics to compare
+    assert main(["compile", str(clinic), "-o", str(out)]) == 1
+    assert "sql/drift.sql" in (err := capsys.readouterr().err) and "no training statistics" in err

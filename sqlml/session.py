@@ -86,6 +86,15 @@ def _probe(x: float) -> float:
     return x
 
 
+def _temp_macro_sql(function_name: str, form: sqlcatalog.SqlForm) -> str:
+    """A session macro `"<name>"(...)` calling the version's stored macro `sqlml."m@N"`."""
+    parameters = ", ".join(quote(p) for p in form.inputs)
+    return (
+        f"CREATE OR REPLACE TEMP MACRO {quote(function_name)}({parameters}) AS "
+        f"{form.macro}({parameters})"
+    )
+
+
 class Database:
     """A DuckDB connection plus the model registry and one SQL function per model."""
 
@@ -238,40 +247,76 @@ class Database:
         return self.con.sql(duckdb_rewrite.rewrite_sql(tree, self))
 
     def _create_model(self, tree: exp.Create) -> duckdb.DuckDBPyRelation:
-        name = tree.this.name
+        """CREATE MODEL: import an artifact (model_type='onnx'|'tensorflow', model_path=...)
+        or train one on the rows of `AS SELECT ...` (sqlml.training)."""
+        from sqlml import training
+        from sqlml.dialect import Sqlml
+        from sqlml.sqltext import model_ref
+
+        model_ref(tree.this)  # refuses dataset-qualified names
+        name = check_name(tree.this.name)
         options = property_options(tree)
+        replace = bool(tree.args.get("replace"))
+        exists = name in self.registry.names()
+        skip = exists and bool(tree.args.get("exists"))  # IF NOT EXISTS: a no-op
         if tree.expression is not None:
-            raise SqlCompileError(
-                f"CREATE MODEL {name} ... AS SELECT (training) is not supported yet; "
-                "import a trained model: OPTIONS(model_type='onnx'|'tensorflow', model_path=...)"
-            )
-        model_type = str(options.pop("model_type", "")).lower()
-        path = options.pop("model_path", None)
-        if model_type not in FORMATS or not path:
-            raise SqlCompileError(
-                f"CREATE MODEL {name}: OPTIONS need model_type='onnx' or 'tensorflow' and "
-                "model_path='...'"
-            )
-        labels = options.pop("input_label_cols", None)
-        label = options.pop("label", labels[0] if isinstance(labels, list) and labels else None)
-        kwargs = {
-            k: options.pop(k)
-            for k in ("classes", "nulls", "description", "engine", "training_data")
-            if k in options
-        }
-        if options:
-            raise SqlCompileError(f"CREATE MODEL {name}: unknown option(s) {sorted(options)}")
-        if tree.args.get("exists") and check_name(name) in self.registry.names():
-            version = self.registry.resolve(ModelRef(check_name(name)))
+            spec = training.parse_options(name, options)  # checked before anything runs
+            if exists and not (replace or skip):  # fail now rather than after training
+                latest = self.registry.resolve(ModelRef(name)).version
+                raise SqlmlError(
+                    f"model {name} already exists (version {latest}); use CREATE OR REPLACE "
+                    "MODEL to add a new version"
+                )
+            if not skip:
+                self._check_not_builtin(name)
+                query = tree.expression
+                sql = (
+                    duckdb_rewrite.rewrite_sql(query, self)
+                    if duckdb_rewrite.has_predict(query)
+                    else query.sql(dialect=Sqlml)
+                )
+                trained = training.train(self.con, spec, sql)
+                self.register_model(
+                    name,
+                    trained.pipeline,
+                    label=trained.label,
+                    inputs=trained.inputs,
+                    training_data=trained.features,
+                    must_be_new=not replace,
+                    **{"nulls": "nan", **spec.register},  # NULL numbers: the training mean
+                )
         else:
-            version = self.register_model(
-                name,
-                str(path).removesuffix("/*"),
-                format=model_type,
-                label=label,
-                must_be_new=not tree.args.get("replace"),
-                **kwargs,
-            )
+            model_type = str(options.pop("model_type", "")).lower()
+            path = options.pop("model_path", None)
+            if training.is_training_type(model_type):
+                raise SqlCompileError(
+                    f"CREATE MODEL {name}: model_type='{model_type}' trains a model: add "
+                    "AS SELECT ... (the training data)"
+                )
+            if model_type not in FORMATS or not path:
+                raise SqlCompileError(
+                    f"CREATE MODEL {name}: OPTIONS need model_type='onnx' or 'tensorflow' and "
+                    "model_path='...'"
+                )
+            labels = options.pop("input_label_cols", None)
+            label = options.pop("label", labels[0] if isinstance(labels, list) and labels else None)
+            kwargs = {
+                k: options.pop(k)
+                for k in ("classes", "nulls", "description", "engine", "training_data")
+                if k in options
+            }
+            if options:
+                raise SqlCompileError(f"CREATE MODEL {name}: unknown option(s) {sorted(options)}")
+            if not skip:
+                self.register_model(
+                    name,
+                    str(path).removesuffix("/*"),
+                    format=model_type,
+                    label=label,
+                    must_be_new=not replace,
+                    **kwargs,
+                )
+        version = self.registry.resolve(ModelRef(name))
         return self.con.sql(
             "SELECT ? AS model, ? AS version", params=[version.name, version.version]
         )
@@ -609,12 +654,16 @@ class Database:
         """A session macro `"<name>"(...)` calling the version's stored macro `sqlml."m@N"`."""
         if self._macro_functions.get(function_name) == form:
             return
-        parameters = ", ".join(quote(p) for p in form.inputs)
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP MACRO {quote(function_name)}({parameters}) AS "
-            f"{form.macro}({parameters})"
-        ).fetchall()
+        self.con.execute(_temp_macro_sql(function_name, form)).fetchall()
         self._macro_functions[function_name] = form
+
+    def temp_macro_statements(self) -> dict[str, str]:
+        """Function name -> the CREATE TEMP MACRO serving it (models compiled to SQL).
+
+        Python functions are database-wide but TEMP macros belong to one connection: another
+        connection to the same database (a dbt cursor) runs these to call `m(...)` too.
+        """
+        return {name: _temp_macro_sql(name, form) for name, form in self._macro_functions.items()}
 
     def _function_targets(self) -> dict[str, ModelVersion]:
         wanted: dict[str, ModelVersion] = {}

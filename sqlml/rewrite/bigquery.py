@@ -19,6 +19,13 @@ dialect; every generated statement is parsed back with that dialect before it is
   `classes` and `nulls` are dropped (an imported model only accepts MODEL_TYPE, MODEL_PATH and
   KMS_KEY_NAME), and so is `description`, which BigQuery only sets through
   `ALTER MODEL ... SET OPTIONS`.
+- `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] m OPTIONS(model_type='logistic_reg', ...) AS
+  SELECT ...` (training, `sqlml.training`) stays BigQuery's own training statement, as in
+  https://cloud.google.com/bigquery/docs/reference/standard-sql/bigqueryml-syntax-create-glm:
+  the options sqlml checked, upper-cased, with `INPUT_LABEL_COLS` always written and sqlml's
+  choices made explicit (`DATA_SPLIT_METHOD='NO_SPLIT'`; `EARLY_STOP=FALSE` for boosted trees);
+  sqlml-only options (`nulls`, `engine`, `description`, `random_seed`) are dropped; the query
+  is compiled like any other statement.
 - `ML.PREDICT(MODEL m, (query) | TABLE t [, STRUCT(...) | {'threshold': ...}])` stays
   ML.PREDICT; the model name gets the dataset. A version or alias pin (`m@3`, `m@champion`)
   compiles to the bare model `m`: BigQuery has no versions, so the imported model *is* the
@@ -54,6 +61,7 @@ from sqlglot.dialects.bigquery import BigQuery
 from sqlglot.errors import ErrorLevel, SqlglotError
 from sqlglot.parsers.bigquery import BigQueryParser
 
+from sqlml import training
 from sqlml.dialect import MLCall, Sqlml
 from sqlml.errors import SqlCompileError, SqlmlError
 from sqlml.names import ModelRef
@@ -311,19 +319,23 @@ class _Compiler:
 
     def create_model(self, tree: exp.Create) -> exp.Create:
         name = self.unpinned(tree.this, "CREATE MODEL")
-        if tree.expression is not None or any(
-            tree.args.get(k) for k in ("transform", "input", "output")
-        ):
+        if any(tree.args.get(k) for k in ("transform", "input", "output")):
             raise SqlCompileError(
-                f"CREATE MODEL {name} ... AS SELECT (training) is not supported; import a trained "
-                "model with OPTIONS(model_type='onnx'|'tensorflow', model_path=...)"
+                f"CREATE MODEL {name}: TRANSFORM, INPUT and OUTPUT are not supported"
             )
         options = _create_options(tree, name)
+        if tree.expression is not None:
+            return self.training_model(tree, training.parse_options(name, options))
         unknown = set(options) - {"model_type", "model_path"} - SQLML_ONLY_OPTIONS
         if unknown:
             raise SqlCompileError(f"CREATE MODEL {name}: unknown option(s) {sorted(unknown)}")
         model_type = str(options.get("model_type", "")).lower()
         path = options.get("model_path")
+        if training.is_training_type(model_type):
+            raise SqlCompileError(
+                f"CREATE MODEL {name}: model_type='{model_type}' trains a model: add "
+                "AS SELECT ... (the training data)"
+            )
         if model_type not in FORMATS or not isinstance(path, str) or not path:
             raise SqlCompileError(
                 f"CREATE MODEL {name}: OPTIONS need model_type='onnx' or 'tensorflow' and "
@@ -342,6 +354,29 @@ class _Compiler:
             properties=exp.Properties(expressions=properties),
         )
         return create
+
+    def training_model(self, tree: exp.Create, spec: training.TrainingSpec) -> exp.Create:
+        """BigQuery trains the model itself: its CREATE MODEL ... AS <the query for BigQuery>,
+        with the options sqlml checked (sqlml.training) and its defaults made explicit."""
+        query = tree.expression
+        check_statement(query, query.sql(dialect=Sqlml))
+        outside = [p for p in query.find_all(exp.Predict) if p.find_ancestor(MLCall) is None]
+        expand_all(query, self, Target("bigquery", self.scored_sql))
+        for predict in outside:
+            self.predict(predict)
+        rewrite_lambdas(query)
+        properties = [
+            exp.Property(this=exp.var(key), value=_option_literal(value))
+            for key, value in spec.bigquery_options()
+        ]
+        return exp.Create(
+            this=self.model_table(spec.model),
+            kind="MODEL",
+            replace=bool(tree.args.get("replace")),
+            exists=bool(tree.args.get("exists")),
+            properties=exp.Properties(expressions=properties),
+            expression=tree.expression,
+        )
 
     def model_path(self, name: str, model_type: str, path: str) -> str:
         """MODEL_PATH for BigQuery; records (and copies) the local artifact to upload."""
@@ -514,6 +549,15 @@ def with_predicted_columns(predict: exp.Predict, layout: OutputLayout, threshold
     wrapper.args["from_"].this.replace(native)
     alias = holder.args.get("alias") or exp.TableAlias(this=exp.to_identifier("ml_predict"))
     holder.replace(exp.Subquery(this=wrapper, alias=alias))
+
+
+def _option_literal(value: object) -> exp.Expression:
+    """An OPTIONS value: a literal, an array, or a (label, weight) pair as STRUCT('a', 0.5)."""
+    if isinstance(value, list):
+        return exp.Array(expressions=[_option_literal(v) for v in value])
+    if isinstance(value, tuple):
+        return exp.Struct(expressions=[_option_literal(v) for v in value])
+    return exp.convert(value)
 
 
 def _create_options(tree: exp.Create, name: str) -> dict[str, object]:

@@ -1,0 +1,1 @@
+select * from {{ sqlml.confusion_matrix('cancer', source('raw', 'patients')) }}

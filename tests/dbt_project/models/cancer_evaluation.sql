@@ -1,0 +1,1 @@
+select * from {{ sqlml.evaluate('cancer', source('raw', 'patients')) }}

@@ -17,9 +17,7 @@ from typing import Any
 import duckdb
 import sqlglot.errors
 
-from sqlml.artifacts import pack_directory, sha256
 from sqlml.errors import SqlmlError
-from sqlml.names import ModelRef
 from sqlml.project import Project, ProjectError, Rendered, check_model_files, order, select
 from sqlml.session import Database
 from sqlml.sqlcatalog import transaction
@@ -98,11 +96,8 @@ def register_changed_models(project: Project, db: Database) -> list[str]:
     """A new version of every declared model whose artifact is new or changed."""
     registered = []
     for model in project.models:
-        data = pack_directory(model.path) if model.path.is_dir() else model.path.read_bytes()
-        if model.name in db.registry.names():
-            latest = db.registry.resolve(ModelRef(model.name))
-            if latest.sha256 == sha256(data):
-                continue
+        if not db.artifact_changed(model.name, model.path):
+            continue
         training = None
         if model.training_data:
             training = project.render_text(

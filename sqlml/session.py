@@ -18,7 +18,7 @@ import duckdb
 from sqlglot import exp
 
 from sqlml import convert, featurestats, predlog, sqlcatalog, tf_onnx
-from sqlml.artifacts import pack_directory
+from sqlml.artifacts import pack_directory, sha256
 from sqlml.errors import ArtifactError, InvalidNameError, SqlCompileError, SqlmlError
 from sqlml.names import ModelRef, check_name
 from sqlml.outputs import OutputLayout
@@ -501,6 +501,15 @@ class Database:
             f"model {name}: cannot register a {type(model).__name__}; pass an .onnx path, a "
             "SavedModel folder, a scikit-learn estimator or a Keras model"
         )
+
+    def artifact_changed(self, name: str, path: str | Path) -> bool:
+        """Whether an .onnx file or SavedModel folder differs from the latest version of `name`
+        (or `name` has none): what project runs and the dbt plugin register."""
+        path = Path(path)
+        data = pack_directory(path) if path.is_dir() else path.read_bytes()
+        if name not in self.registry.names():
+            return True
+        return self.registry.resolve(ModelRef(name)).sha256 != sha256(data)
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Point an alias (e.g. 'champion') at a version; moving it back is a rollback."""

@@ -42,7 +42,6 @@ from duckdb import DuckDBPyConnection
 from duckdb.sqltypes import VARCHAR
 from sqlglot import exp
 
-from sqlml.artifacts import pack_directory, sha256
 from sqlml.errors import ArtifactError, SqlCompileError, SqlmlError
 from sqlml.names import ModelRef, check_name
 from sqlml.rewrite import duckdb as duckdb_rewrite
@@ -108,9 +107,7 @@ def register_changed(db: Database, specs: list[ModelSpec]) -> list[str]:
     for spec in specs:
         if not spec.path.exists():
             raise ArtifactError(f"sqlml plugin config: model {spec.name}: no file at {spec.path}")
-        data = pack_directory(spec.path) if spec.path.is_dir() else spec.path.read_bytes()
-        known = spec.name in db.registry.names()
-        if known and db.registry.resolve(ModelRef(spec.name)).sha256 == sha256(data):
+        if not db.artifact_changed(spec.name, spec.path):
             continue
         version = db.register_model(spec.name, str(spec.path), **spec.options)
         registered.append(version.ref)

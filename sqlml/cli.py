@@ -485,6 +485,15 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    with open_database(args.database, read_only=True) as db:
+        version = db.model(args.model)
+        path = db.export_model(args.model, args.uri, format=args.format)
+    signatures = "serving_default and keyed_prediction"
+    print(f"exported {version.ref} to {path} ({args.format}, signatures {signatures})")
+    return 0
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     with open_database(args.database) as db:
@@ -908,6 +917,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drift.add_argument("--format", choices=FORMATS, default="table")
     drift.set_defaults(func=cmd_drift)
+
+    export = commands.add_parser(
+        "export",
+        help="write a model as a TensorFlow SavedModel (for TF Serving) or a .tflite file",
+    )
+    export.add_argument("database", metavar="DB")
+    export.add_argument("model", metavar="MODEL", help="name, name@alias or name@VERSION")
+    export.add_argument("uri", metavar="OUT", help="SavedModel folder, or FILE.tflite")
+    export.add_argument("--format", choices=("saved_model", "tflite"), default="saved_model")
+    export.set_defaults(func=cmd_export)
 
     shell = commands.add_parser("shell", help="interactive SQL shell where models are functions")
     shell.add_argument("database", metavar="DB", nargs="?", default=":memory:")

@@ -32,6 +32,7 @@ from sqlml.sqltext import (
     alter_model_alias,
     mentions_ml,
     parse,
+    parse_export_model,
     property_options,
     split_statements,
 )
@@ -235,6 +236,9 @@ class Database:
                 "ORDER BY alias",
                 params=[check_name(name)],
             )
+        export = parse_export_model(text)
+        if export is not None:
+            return self._export_statement(*export)
         tree = parse(text)
         if isinstance(tree, exp.Create) and tree.kind == "MODEL":
             return self._create_model(tree)
@@ -319,6 +323,34 @@ class Database:
         version = self.registry.resolve(ModelRef(name))
         return self.con.sql(
             "SELECT ? AS model, ? AS version", params=[version.name, version.version]
+        )
+
+    def _export_statement(self, ref: str, options: dict[str, Any]) -> duckdb.DuckDBPyRelation:
+        """EXPORT MODEL m OPTIONS(uri='dir', format='saved_model'|'tflite')."""
+        uri = options.pop("uri", None)
+        fmt = options.pop("format", "saved_model")
+        if options:
+            raise SqlCompileError(f"EXPORT MODEL {ref}: unknown option(s) {sorted(options)}")
+        if not uri:
+            raise SqlCompileError(f"EXPORT MODEL {ref}: OPTIONS(uri='...') is required")
+        path = self.export_model(ref, uri, format=fmt)
+        version = self.model(ref)
+        return self.con.sql(
+            "SELECT ? AS model, ? AS version, ? AS format, ? AS uri",
+            params=[version.name, version.version, str(fmt).lower(), str(path)],
+        )
+
+    def export_model(self, ref: str, uri: str | Path, *, format: str = "saved_model") -> Path:
+        """Write a version as a TensorFlow SavedModel (signatures `serving_default` and
+        `keyed_prediction`) or a .tflite file, for TF Serving or devices (sqlml.export)."""
+        from sqlml.export import export_artifact
+        from sqlml.export.target import export_target
+
+        version = self.model(ref)
+        target = export_target(version.ref, uri, format)
+        data = self.registry.artifact(version)  # sha256-verified
+        return export_artifact(
+            version.format, data, version.signature, version.ref, target, format.lower()
         )
 
     # -- models ----------------------------------------------------------------------------

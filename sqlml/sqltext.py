@@ -157,6 +157,8 @@ def property_options(create: exp.Create) -> dict[str, Any]:
     for prop in props.expressions if props else []:
         if isinstance(prop, exp.EngineProperty):  # engine='sql' parses as MySQL's ENGINE=
             options["engine"] = literal_value(prop.this)
+        elif isinstance(prop, exp.FileFormatProperty):  # format='tflite' (EXPORT MODEL)
+            options["format"] = literal_value(prop.this)
         elif isinstance(prop, exp.Property):
             options[prop.name.lower()] = literal_value(prop.args["value"])
     return options
@@ -190,3 +192,34 @@ def alter_model_alias(text: str) -> tuple[str, str, int | None] | None:
     if match["set"]:
         return name, match["alias"].lower(), int(match["version"])
     return name, match["dropped"].lower(), None
+
+
+_EXPORT_MODEL = re.compile(
+    r"^\s*EXPORT\s+MODEL\s+(?P<name>`[^`]+`|\"[^\"]+\"|[A-Za-z_][A-Za-z0-9_.@]*)"
+    r"(?:\s+OPTIONS\s*\((?P<options>.*)\))?\s*;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def parse_export_model(text: str) -> tuple[str, dict[str, Any]] | None:
+    """`EXPORT MODEL m OPTIONS(uri='dir', format='tflite')` -> ('m', {'uri': ..., ...}); else None.
+
+    BigQuery's statement; sqlglot cannot parse it, so the options are read by parsing them as a
+    CREATE MODEL's OPTIONS list (the same literal rules as everywhere else).
+    """
+    match = _EXPORT_MODEL.match(text)
+    if match is None:
+        if re.match(r"^\s*EXPORT\s+MODEL\b", text, re.IGNORECASE):
+            raise SqlCompileError(
+                "EXPORT MODEL: expected EXPORT MODEL <name> OPTIONS(uri='...', format='...')"
+            )
+        return None
+    name = match["name"].strip('`"')
+    if not match["options"]:
+        return name, {}
+    tree = parse(f"CREATE MODEL __sqlml_export OPTIONS({match['options']})")
+    if not isinstance(tree, exp.Create) or tree.expression is not None:
+        raise SqlCompileError(
+            f"EXPORT MODEL {name}: OPTIONS(...) must hold only name = value pairs"
+        )
+    return name, property_options(tree)

@@ -210,3 +210,22 @@ def test_sql_macros_from_udfs_folder(cancer_db, cancer, cancer_lr):
     ).df()
     assert np.abs(out["p1"].to_numpy() - cancer_lr.predict_proba(X)[:, 1]).max() < PROBA_TOL
     np.testing.assert_array_equal(out["top"], out["predicted_malignant"])
+
+
+@pytest.mark.parametrize("engine", ["sql", "runtime"])
+def test_boolean_columns_feed_numeric_inputs_as_0_and_1(db, engine):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.random(200), rng.random(200) > 0.5]).astype(np.float32)
+    model = LogisticRegression().fit(X, (X[:, 0] + X[:, 1] > 1).astype(int))
+    db.register_model("flagged", model, inputs={"score": "float32", "flag": "float32"})
+    db.con.register("frame", pd.DataFrame({"score": X[:, 0], "flag": X[:, 1].astype(bool)}))
+    db.sql("CREATE TABLE t AS SELECT * FROM frame")
+    options = f"STRUCT('{engine}' AS engine)"
+    rows = db.sql(
+        f"SELECT probabilities FROM ML.PREDICT(MODEL flagged, TABLE t, {options})"
+    ).fetchall()
+    np.testing.assert_allclose([r[0] for r in rows], model.predict_proba(X), atol=PROBA_TOL)
+    scalar = db.sql("SELECT flagged(score, flag).probabilities FROM t").fetchall()
+    np.testing.assert_allclose([r[0] for r in scalar], model.predict_proba(X), atol=PROBA_TOL)

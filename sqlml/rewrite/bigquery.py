@@ -73,6 +73,7 @@ from sqlml.sqltext import (
     literal_value,
     model_ref,
     parse,
+    parse_export_model,
     split_statements,
     struct_options,
 )
@@ -247,6 +248,7 @@ class _Compiler:
         self.artifact_dir = artifact_dir
         self.base_dir = base_dir
         self.artifacts: dict[str, Artifact] = {}
+        self.imported: dict[str, str] = {}  # model -> format, for the script's CREATE MODELs
 
     def statement(self, text: str) -> list[str]:
         if alter_model_alias(text) is not None:
@@ -254,6 +256,9 @@ class _Compiler:
                 "ALTER MODEL ... ALIAS has no BigQuery form: BigQuery models have no versions; "
                 "deploy a version with CREATE OR REPLACE MODEL"
             )
+        export = parse_export_model(text)
+        if export is not None:
+            return [self.export_model(*export)]
         tree = parse(text)
         if isinstance(tree, exp.Create) and tree.kind == "MODEL":
             trees = [self.create_model(tree)]
@@ -342,6 +347,7 @@ class _Compiler:
                 "model_path='...'"
             )
         model_path = self.model_path(name, model_type, path)
+        self.imported[name] = model_type
         properties = [
             exp.Property(this=exp.var("MODEL_TYPE"), value=exp.Literal.string(FORMATS[model_type])),
             exp.Property(this=exp.var("MODEL_PATH"), value=exp.Literal.string(model_path)),
@@ -430,6 +436,36 @@ class _Compiler:
                 f"CREATE MODEL {name}: cannot copy {source} to {target}: {error}"
             ) from error
         return target
+
+    def export_model(self, ref: str, options: dict[str, object]) -> str:
+        """BigQuery's `EXPORT MODEL m OPTIONS(URI = 'gs://...')` (a SavedModel; sqlglot cannot
+        generate it, so it is written here). BigQuery cannot export an imported ONNX model."""
+        name = ModelRef.parse(ref)
+        if name.version is not None or name.alias is not None:
+            raise SqlCompileError(
+                f"EXPORT MODEL {ref}: name the model without a version or alias "
+                "(BigQuery models have no versions)"
+            )
+        uri = options.pop("uri", None)
+        fmt = str(options.pop("format", "saved_model")).lower()
+        if options:
+            raise SqlCompileError(f"EXPORT MODEL {ref}: unknown option(s) {sorted(options)}")
+        if fmt != "saved_model":
+            raise SqlCompileError(
+                f"EXPORT MODEL {ref}: BigQuery exports SavedModels only; make the {fmt} file "
+                "with `sqlml export` from the DuckDB registry"
+            )
+        if not isinstance(uri, str) or not uri.startswith("gs://"):
+            raise SqlCompileError(
+                f"EXPORT MODEL {ref}: BigQuery exports to Cloud Storage: OPTIONS(uri='gs://...')"
+            )
+        if self.imported.get(name.name) == "onnx":
+            raise SqlCompileError(
+                f"EXPORT MODEL {ref}: BigQuery cannot export an imported ONNX model; export the "
+                "SavedModel with `sqlml export` and upload it"
+            )
+        table = self.model_table(name.name).sql(dialect="bigquery")
+        return f"EXPORT MODEL {table} OPTIONS(uri = {exp.Literal.string(uri).sql('bigquery')})"
 
     def drop_model(self, tree: exp.Drop) -> list[exp.Drop]:
         drops = []

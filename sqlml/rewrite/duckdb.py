@@ -225,8 +225,19 @@ def logged_select(
 
 
 def bind_inputs(ref: str, function: ModelFunction, columns: list[tuple[str, str]]) -> list[str]:
-    """Quoted column references for each model input, in the function's argument order."""
-    return [f"__sqlml_in.{quote(name)}" for name in match_inputs(ref, function, columns)]
+    """Quoted column references for each model input, in the function's argument order.
+
+    BOOLEAN columns feeding numeric inputs become TINYINT (0/1): DuckDB casts that implicitly
+    to the function's parameter type, but not BOOLEAN itself.
+    """
+    types = {name: type_.upper() for name, type_ in columns}
+    arguments = []
+    for tensor, name in zip(function.signature.inputs, match_inputs(ref, function, columns)):
+        column = f"__sqlml_in.{quote(name)}"
+        if types[name] == "BOOLEAN" and tensor.dtype != "bool":
+            column = f"CAST({column} AS TINYINT)"
+        arguments.append(column)
+    return arguments
 
 
 def match_inputs(ref: str, function: ModelFunction, columns: list[tuple[str, str]]) -> list[str]:

@@ -121,7 +121,7 @@ class ModelFunction:
         self, arrays: list[pa.Array]
     ) -> tuple[list[pa.Array], np.ndarray | None]:
         if self.nulls == "nan":
-            return [_fill_nan(a, t) for a, t in zip(arrays, self.signature.inputs)], None
+            return [_fill_nan(a, t, self.ref) for a, t in zip(arrays, self.signature.inputs)], None
         valid = np.ones(len(arrays[0]), dtype=bool)
         for tensor, array in zip(self.signature.inputs, arrays):
             if array.null_count:
@@ -236,14 +236,14 @@ def class_probabilities(values: np.ndarray, n_classes: int) -> np.ndarray:
     return probs
 
 
-def _fill_nan(array: pa.Array, tensor: Tensor) -> pa.Array:
+def _fill_nan(array: pa.Array, tensor: Tensor, ref: str) -> pa.Array:
     if not array.null_count:
         return array
     if tensor.dtype.startswith("float"):
         return pc.fill_null(array, float("nan"))
     raise ModelInputError(
-        f"input column {tensor.name!r} has NULL values and is not a float (nulls='nan' "
-        "can only fill float columns)"
+        f"model {ref}: input column {tensor.name!r} has NULL values and is not a float "
+        "(nulls='nan' can only fill float columns)"
     )
 
 

@@ -97,6 +97,14 @@ def test_null_policy_nan_feeds_missing_values_to_the_model(db, cancer):
     assert out["probabilities"].notna().all()
 
 
+def test_null_policy_nan_with_a_null_string_names_model_and_column(db, reviews, text_model):
+    db.register_model("sentiment", text_model, inputs={"review": "string"}, nulls="nan")
+    db.con.register("frame", reviews.assign(review=reviews["review"].where(reviews.index != 3)))
+    with pytest.raises(duckdb.Error, match=r"model sentiment@1: input column 'review' has NULL"):
+        db.sql("SELECT * FROM ML.PREDICT(MODEL sentiment, TABLE frame)").fetchall()
+    assert db.sql("SELECT count(*) FROM frame").fetchall() == [(len(reviews),)]
+
+
 def test_threshold_and_option_errors(db, iris, iris_lr, cancer_db):
     X, _ = iris
     db.register_model("species", iris_lr, label="species")

@@ -83,6 +83,7 @@ class Task:
 
     kind: str  # "binary" | "multiclass" | "regression"
     classes: tuple = ()  # labels in probability-array order; binary: (negative, positive)
+    label: str = SCORED_LABEL  # the ground-truth column as the user named it (for messages)
 
 
 class _Sql:
@@ -196,7 +197,13 @@ def _case_index(sql: _Sql, column: str, classes: tuple) -> str:
 
 
 def _classifier_ctes(
-    sql: _Sql, scored: str, classes: tuple, kind: str, threshold: float | None, function: str
+    sql: _Sql,
+    scored: str,
+    classes: tuple,
+    kind: str,
+    threshold: float | None,
+    function: str,
+    label: str = SCORED_LABEL,
 ) -> list[str]:
     """CTEs sqlml_rows (y, yhat, p1..pK as class positions) and sqlml_checks (n, ok).
 
@@ -223,7 +230,8 @@ def _classifier_ctes(
         ("COUNT(*) = 0", f"{function}: the evaluation set is empty"),
         (
             f"{sql.countif('y IS NULL')} > 0",
-            f"{function}: {SCORED_LABEL} has a value that is not one of the model classes",
+            f"{function}: label column {label!r} has a value that is not one of the model "
+            f"classes {list(classes)}",
         ),
         (
             f"{sql.countif(f'NOT COALESCE({valid_probs}, FALSE)')} > 0",
@@ -284,7 +292,9 @@ def evaluate_sql(scored: str, task: Task, dialect: str, threshold: float | None 
     threshold = _binary_threshold(task, threshold, "ML.EVALUATE")
     if task.kind == "regression":
         return _evaluate_regression(sql, _clean(scored))
-    ctes = _classifier_ctes(sql, _clean(scored), classes, task.kind, threshold, "ML.EVALUATE")
+    ctes = _classifier_ctes(
+        sql, _clean(scored), classes, task.kind, threshold, "ML.EVALUATE", task.label
+    )
     k_count = len(classes)
     # Classes the averages run over: the positive class, or every class (macro).
     scored_classes = [2] if task.kind == "binary" else list(range(1, k_count + 1))
@@ -411,7 +421,9 @@ def confusion_matrix_sql(
         raise SqlCompileError("ML.CONFUSION_MATRIX needs a classification model, not regression")
     threshold = _binary_threshold(task, threshold, "ML.CONFUSION_MATRIX")
     function = "ML.CONFUSION_MATRIX"
-    ctes = _classifier_ctes(sql, _clean(scored), classes, task.kind, threshold, function)
+    ctes = _classifier_ctes(
+        sql, _clean(scored), classes, task.kind, threshold, function, task.label
+    )
     class_rows = " UNION ALL ".join(
         f"SELECT {k} AS k, {sql.literal(c)} AS expected_label" for k, c in enumerate(classes, 1)
     )
@@ -444,7 +456,9 @@ def roc_curve_sql(
     sql, classes = _check_common(scored, task, dialect)
     if task.kind != "binary":
         raise SqlCompileError(f"ML.ROC_CURVE needs a binary classifier, not {task.kind}")
-    ctes = _classifier_ctes(sql, _clean(scored), classes, "binary", None, "ML.ROC_CURVE")
+    ctes = _classifier_ctes(
+        sql, _clean(scored), classes, "binary", None, "ML.ROC_CURVE", task.label
+    )
     if thresholds is not None:
         if isinstance(thresholds, str | bytes) or not hasattr(thresholds, "__iter__"):
             raise SqlCompileError("thresholds must be a list of numbers in [0, 1]")

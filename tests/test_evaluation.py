@@ -3,6 +3,7 @@ DuckDB file, numbers compared with sklearn.metrics and pandas; BigQuery output p
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pytest
 import sqlglot
@@ -150,6 +151,9 @@ def test_evaluation_bad_input(cancer_db):
     b = db.sql("SELECT * FROM ML.EVALUATE(MODEL cancer, TABLE relabeled, "
                "STRUCT('truth' AS label))").fetchall()  # fmt: skip
     assert a == b
+    with pytest.raises(duckdb.Error, match=r"label column 'truth' has a value that is not one"):
+        db.sql("SELECT * FROM ML.EVALUATE(MODEL cancer, (SELECT * REPLACE (truth + 5 AS truth) "
+               "FROM relabeled), STRUCT('truth' AS label))").fetchall()  # fmt: skip
 
 
 def test_evaluation_compiles_to_plain_bigquery_sql(cancer_db):

@@ -630,8 +630,8 @@ def test_empty_evaluation_set_fails_in_sql(con, make, function):
     [
         (
             "SELECT * FROM cancer_lr",
-            Task("binary", (0, 2)),
-            "sqlml_label has a value that is not one of the model classes",
+            Task("binary", (0, 2), label="malignant"),
+            r"label column 'malignant' has a value that is not one of the model classes \[0, 2\]",
         ),
         (
             "SELECT * FROM wine_nb",

@@ -11,7 +11,7 @@ the target dialect; its ML.PREDICT is then rewritten like any other (`rewrite.du
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import sqlglot
@@ -181,6 +181,7 @@ def _evaluation(call: MLCall, binder: MLBinder, target: Target) -> str:
         raise SqlCompileError(f"{what}: the ROC curve needs a binary classifier")
     label = str(options.get("label") or layout.label)
     _check_label(what, binder.describe(source), label, layout)
+    task = replace(task, label=label)
     columns = [f"{_quote(label)} AS {metrics.SCORED_LABEL}"]
     columns.append(f"{_quote(layout.predicted)} AS {metrics.SCORED_PREDICTED}")
     if layout.predicted_probs:
@@ -410,7 +411,7 @@ def _monitor(call: MLCall, binder: MLBinder, target: Target) -> str:
         layout = binder.model_layout(ModelRef(ref.name, version=version))
         if layout.predicted is None:
             raise SqlCompileError(f"{what}: version {version} has no label column")
-        task = _task(layout)
+        task = replace(_task(layout), label="ground_truth")
         evaluated = metrics.evaluate_sql(
             _logged_scored(ref.name, version, window, layout), task, "duckdb",
             options.get("threshold"),

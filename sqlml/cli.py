@@ -494,6 +494,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sqlml.serving import run_server
+
+    if not Path(args.database).is_file():
+        raise SqlmlError(f"no database file at {args.database}")
+    limits = {
+        "max_body_bytes": args.max_body_bytes,
+        "max_instances": args.max_instances,
+        "timeout": args.timeout,
+        "poll_interval": args.poll,
+    }
+    run_server(args.database, host=args.host, port=args.port, config=args.config, **limits)
+    return 0
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     with open_database(args.database) as db:
@@ -927,6 +942,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("uri", metavar="OUT", help="SavedModel folder, or FILE.tflite")
     export.add_argument("--format", choices=("saved_model", "tflite"), default="saved_model")
     export.set_defaults(func=cmd_export)
+
+    serve = commands.add_parser(
+        "serve", help="serve the registered models over TensorFlow Serving's REST API"
+    )
+    serve.add_argument("database", metavar="DB")
+    serve.add_argument("--port", type=int, default=8501, help="default 8501, as TF Serving")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
+    serve.add_argument(
+        "--config", metavar="FILE", help="traffic config (YAML: A/B split, shadow, logging)"
+    )
+    serve.add_argument("--max-body-bytes", type=int, help="larger requests get 413 (10 MiB)")
+    serve.add_argument("--max-instances", type=int, help="rows per request (10000)")
+    serve.add_argument("--timeout", type=float, help="seconds a client may stall (30)")
+    serve.add_argument(
+        "--poll", type=float, help="seconds between checks for new versions and config (2)"
+    )
+    serve.set_defaults(func=cmd_serve)
 
     shell = commands.add_parser("shell", help="interactive SQL shell where models are functions")
     shell.add_argument("database", metavar="DB", nargs="?", default=":memory:")

@@ -10,6 +10,7 @@ import atexit
 import itertools
 import tempfile
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,28 @@ def connect(
     )  # fmt: skip
 
 
+LOCK_WAIT_SECONDS = 5.0
+
+
+def _connect_waiting_for_lock(
+    path: str, read_only: bool, config: dict[str, Any]
+) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retried for a few seconds while another process holds the file lock.
+
+    Why: `sqlml serve` opens the file for a few milliseconds at each poll and log flush, so a
+    `sqlml register` run at that moment must wait its turn rather than fail. A lock held for
+    longer (an open notebook session) still fails, with DuckDB's message naming the holder.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only, config=config)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _probe(x: float) -> float:
     return x
 
@@ -118,7 +141,7 @@ class Database:
         self._owns_connection = connection is None
         if connection is None:
             self.path = str(path) if path else ":memory:"
-            self.con = duckdb.connect(self.path, read_only=read_only, config=config)
+            self.con = _connect_waiting_for_lock(self.path, read_only, config)
         else:  # someone else's connection (dbt's): used, never closed
             self.con = connection
             rows = connection.execute(

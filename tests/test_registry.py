@@ -241,3 +241,43 @@ def test_memory_limit_is_applied(tmp_path):
     with sqlml.connect(tmp_path / "m.duckdb", memory_limit="500MB") as db:
         (limit,) = db.sql("SELECT current_setting('memory_limit')").fetchall()[0]
         assert limit.replace(" ", "") in ("476.8MiB", "500.0MB", "500MB")
+
+
+HOLD_LOCK = (
+    "import duckdb, sys, time\n"
+    "con = duckdb.connect(sys.argv[1])\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "con.close()\n"
+    "time.sleep(5)\n"
+)
+
+
+def test_connect_waits_briefly_for_another_process_lock(tmp_path, monkeypatch):
+    """`sqlml serve` holds the file for milliseconds at a time: writers wait their turn, but a
+    lock held longer than the wait still fails with DuckDB's message."""
+    import subprocess
+    import sys
+
+    from sqlml import session
+
+    path = tmp_path / "locked.duckdb"
+    duckdb.connect(str(path)).close()
+    for hold, expect_ok in ((0.5, True), (3.0, False)):
+        monkeypatch.setattr(session, "LOCK_WAIT_SECONDS", 1.5)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(path), str(hold)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            if expect_ok:
+                with sqlml.connect(path) as db:
+                    assert db.registry.names() == []
+            else:
+                with pytest.raises(duckdb.IOException, match="lock"):
+                    sqlml.connect(path)
+        finally:
+            holder.kill()
+            holder.wait()

@@ -135,8 +135,8 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def machine_info(con: duckdb.DuckDBPyConnection) -> str:
-    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+def cpu_line() -> str:
+    """`2 cores (CPU model), Linux x86_64, Python 3.11.7`: the start of every results header."""
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -147,7 +147,14 @@ def machine_info(con: duckdb.DuckDBPyConnection) -> str:
         pass
     return (
         f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}, duckdb {duckdb.__version__} "
+        f"Python {platform.python_version()}"
+    )
+
+
+def machine_info(con: duckdb.DuckDBPyConnection) -> str:
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    return (
+        f"{cpu_line()}, duckdb {duckdb.__version__} "
         f"(threads={threads}), onnxruntime {ort.__version__}, pyarrow {pa.__version__}, "
         f"numpy {np.__version__}, scikit-learn {sklearn.__version__}"
     )

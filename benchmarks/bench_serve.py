@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -48,6 +46,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import sklearn
+from bench_predict import cpu_line
 from sklearn.datasets import make_classification
 from sklearn.ensemble import GradientBoostingClassifier
 
@@ -188,17 +187,8 @@ def post(port: int, body: bytes) -> dict:
 
 
 def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return (
-        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}, onnxruntime {ort.__version__}, "
+        f"{cpu_line()}, onnxruntime {ort.__version__}, "
         f"numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
         f"flask {version('flask')}, werkzeug {version('werkzeug')}"
     )

@@ -7,15 +7,20 @@ trains a gradient-boosted classifier, a text classifier (TF-IDF + logistic regre
 small Keras network, registers all three in WORKDIR/warehouse.duckdb, then runs SQL. Then it
 builds the templated project examples/clinic (batch scores, a keyed join with ground truth,
 top-k per clinic, evaluation, a drift check) with `sqlml run`, and compiles it for BigQuery.
+Last, the online side: the classifier exported as a TensorFlow SavedModel for TF Serving, and
+one request to sqlml's own TF-Serving-compatible server.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.request
 from pathlib import Path
 
 import sqlml
 from sqlml import demo, project, project_compile, project_run
+from sqlml.serving import Server
 
 CLINIC = Path(__file__).resolve().parent / "clinic"
 
@@ -121,6 +126,30 @@ def main(workdir: str | Path = "quickstart_out") -> dict:
     )
     print(f"8. the same project for BigQuery: {len(compiled.files)} files in {compiled.out}")
     results["clinic_bigquery"] = compiled
+
+    print("9. online: export for TF Serving, and serve TF Serving's REST API from the file")
+    with sqlml.connect(database, read_only=True) as db:
+        exported = db.export_model("cancer", workdir / "exports" / "cancer" / "1")
+    print(f"  SavedModel (serving_default, keyed_prediction) in {exported}")
+    features = demo.feature_columns(patients)
+    instances = [
+        {**{name: float(row[name]) for name in features}, "key": f"patient-{int(row['id'])}"}
+        for _, row in patients.head(2).iterrows()
+    ]
+    with Server(database, port=0) as server:  # `sqlml serve warehouse.duckdb` in production
+        request = urllib.request.Request(
+            f"{server.url}/v1/models/cancer:predict",
+            data=json.dumps(
+                {"signature_name": "keyed_prediction", "instances": instances}
+            ).encode(),
+        )
+        with urllib.request.urlopen(request) as response:
+            answer = json.load(response)
+    for prediction in answer["predictions"]:
+        print(
+            f"  {prediction['key']}: label {prediction['label']}, p {prediction['probabilities']}"
+        )
+    results["exported"], results["served"] = exported, answer
     return results
 
 

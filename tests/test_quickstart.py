@@ -67,3 +67,19 @@ def test_the_example_project_runs_and_compiles(results):
     assert list(tables["drift"].query("is_anomaly")["input"]) == ["mean_radius"]
     assert len(tables["top_patients"]) == 4 * 3  # k = 3 in each of four clinics
     assert (results["clinic_bigquery"].out / "manifest.json").is_file()
+
+
+def test_the_online_step_exports_and_serves_the_classifier(results):
+    """Step 9: the SavedModel and the server answer as scikit-learn does."""
+    import tensorflow as tf
+
+    patients, trees = results["patients"], results["trees"]
+    features = demo.feature_columns(patients)
+    expected = trees.predict_proba(patients[features].head(2))
+    served = results["served"]["predictions"]
+    assert [p["key"] for p in served] == [f"patient-{i}" for i in patients["id"].head(2)]
+    np.testing.assert_allclose([p["probabilities"] for p in served], expected, atol=TOL)
+    serve = tf.saved_model.load(str(results["exported"])).signatures["serving_default"]
+    rows = patients[features].head(2)
+    out = serve(**{n: tf.constant(rows[n].to_numpy(np.float32)) for n in features})
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=TOL)

@@ -300,6 +300,20 @@ def test_nulls_become_nan_for_models_registered_with_nulls_nan(tmp_path, serve):
     assert predict(server, "hp", {"instances": [1.0, None]}).text == '{"predictions":[3.5,NaN]}'
 
 
+def test_nan_and_infinity_tokens_and_big_integers_are_read_as_tf_serving_reads_them(
+    database, serve
+):
+    """The fast JSON parser refuses these tokens; the server still reads them (json module)."""
+    server = serve(database)
+    url = f"{server.url}/v1/models/half_plus_three:predict"
+    body = '{"instances": [NaN, Infinity, -Infinity, 2.0], "pad": 123456789012345678901234567890}'
+    response = requests.post(url, data=body, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.text == '{"predictions":[NaN,Infinity,-Infinity,4.0]}'
+    broken = requests.post(url, data='{"instances": [1.0,', timeout=10)
+    assert broken.status_code == 400 and "JSON Parse error" in broken.json()["error"]
+
+
 def test_methods_routes_and_injection_in_the_url(database, serve):
     server = serve(database)
     before = query(database, "SELECT count(*) FROM sqlml.model_versions")

@@ -290,6 +290,17 @@ class Registry:
             )
         return bytes(data)
 
+    def runtime_artifact(self, version: ModelVersion) -> tuple[str, bytes]:
+        """The format and bytes to load for a version (sha256-verified): a TensorFlow model's
+        ONNX form when it has one (onnxruntime serves it ~3x faster; it was checked against
+        TensorFlow at registration), else the artifact itself."""
+        if version.format != "onnx":
+            onnx_form = self.derived(version, "onnx")
+            if onnx_form is not None:
+                self.artifact(version)  # the ONNX form stands for it: verify that too
+                return "onnx", onnx_form
+        return version.format, self.artifact(version)
+
     def versions(self) -> list[ModelVersion]:
         """Every version of every model, oldest first."""
         rows = self._run(

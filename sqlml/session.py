@@ -624,12 +624,7 @@ class Database:
         with self._runtime_lock:
             runtime = self._runtimes.get(version.sha256)
         if runtime is None:
-            onnx_form = self.registry.derived(version, "onnx") if version.format != "onnx" else None
-            if onnx_form is not None:  # checked against TensorFlow at registration
-                self.registry.artifact(version)  # it stands for the artifact: verify that too
-                runtime = load_runtime("onnx", onnx_form, version.ref)
-            else:
-                runtime = load_runtime(version.format, self.registry.artifact(version), version.ref)
+            runtime = load_runtime(*self.registry.runtime_artifact(version), version.ref)
             with self._runtime_lock:
                 runtime = self._runtimes.setdefault(version.sha256, runtime)
         return runtime

@@ -111,7 +111,7 @@ class ModelFunction:
         if n == 0 or (valid is not None and not valid.any()):
             return pa.nulls(n, self._struct_type).cast(self._struct_type)
         inputs = {p.name: p.to_numpy(a, self.ref) for p, a in zip(self._inputs, arrays)}
-        result = self._to_struct(self.runtime.predict(inputs), len(arrays[0]), threshold)
+        result = self.to_struct(self.runtime.predict(inputs), len(arrays[0]), threshold)
         if valid is None:
             return result
         positions = np.cumsum(valid) - 1
@@ -154,9 +154,11 @@ class ModelFunction:
         offsets = self._constant("offsets", n, k) if k else pa.array(np.zeros(n + 1, np.int32))
         return pa.ListArray.from_arrays(offsets, pa.array(flat, value_type))
 
-    def _to_struct(
+    def to_struct(
         self, outputs: dict[str, np.ndarray], n: int, threshold: float = 0.5
     ) -> pa.StructArray:
+        """The runtime's outputs as the function's STRUCT rows (also the server's log rows, so
+        they hold the same JSON fields as ML.PREDICT's logged rows)."""
         columns = []
         for name, target in self._outputs:
             if pa.types.is_list(target):

@@ -173,7 +173,7 @@ class Servable:
             self._function = ModelFunction(
                 self.ref, self.version.signature, self.version.label, lambda: self.runtime
             )
-        struct: pa.StructArray = self._function._to_struct(raw, n)
+        struct: pa.StructArray = self._function.to_struct(raw, n)
         return struct.to_pylist()
 
 
@@ -373,7 +373,7 @@ class ModelPool:
             if runtime is None:
                 try:
                     with self.db.read() as con:
-                        kind, data = fetch_artifact(Registry(con, read_only=True), version)
+                        kind, data = Registry(con, read_only=True).runtime_artifact(version)
                     runtime = load_runtime(kind, data, version.ref)
                 except DatabaseBusy:
                     raise HttpError(
@@ -502,7 +502,7 @@ class ModelPool:
             if version.sha256 in blobs:
                 continue
             try:
-                kind, data = fetch_artifact(registry, version)
+                kind, data = registry.runtime_artifact(version)
             except SqlmlError as error:
                 self._failed[version.sha256] = str(error)
                 log.error("model %s cannot be served: %s", version.ref, error)
@@ -609,18 +609,6 @@ class ModelPool:
             used |= {key[2] for key in self._pinned}
         for digest in [d for d in self._runtimes if d not in used]:
             del self._runtimes[digest]
-
-
-def fetch_artifact(registry: Registry, version: ModelVersion) -> tuple[str, bytes]:
-    """The bytes to load for a version (sha256-verified): a TensorFlow model's ONNX form when it
-    has one (onnxruntime serves it ~3x faster, checked against TF at registration), else the
-    artifact itself. Same choice as Database.runtime."""
-    if version.format != "onnx":
-        onnx_form = registry.derived(version, "onnx")
-        if onnx_form is not None:
-            registry.artifact(version)  # the ONNX form stands for it: verify that too
-            return "onnx", onnx_form
-    return version.format, registry.artifact(version)
 
 
 def _log_changes(old: PoolState, new: PoolState) -> None:

@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -73,7 +74,14 @@ def _native_stderr_muted() -> Iterator[None]:
 
 
 def _check(data: bytes, names: list[str], model: str) -> None:
-    """Load the flatbuffer and run every signature on one probe row."""
+    """Load the flatbuffer and run every signature on one probe row (quietly: the
+    interpreter's deprecation notice and XNNPACK's INFO line are not the user's business)."""
+    with warnings.catch_warnings(), _native_stderr_muted():
+        warnings.simplefilter("ignore", UserWarning)
+        _run_signatures(data, names, model)
+
+
+def _run_signatures(data: bytes, names: list[str], model: str) -> None:
     interpreter = tf.lite.Interpreter(model_content=data)
     found = interpreter.get_signature_list()
     if sorted(found) != sorted(names):

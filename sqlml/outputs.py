@@ -33,6 +33,9 @@ class OutputLayout:
 
     signature: Signature
     label: str | None
+    # Trained by CREATE MODEL ... AS SELECT: in BigQuery the model is native, so its ML.PREDICT
+    # returns predicted_<label>(_probs) itself, the probabilities in BigQuery's own order.
+    native: bool = False
 
     @property
     def class_type(self) -> pa.DataType:

@@ -20,6 +20,9 @@ from sqlml.names import ModelRef, check_name
 from sqlml.signature import Signature
 
 SCHEMA_VERSION = 1
+# model_versions.source of a version made by CREATE MODEL ... AS SELECT: in BigQuery such a model
+# is trained natively, which changes how its ML.PREDICT compiles (sqlml.rewrite.bigquery).
+TRAINED_SOURCE = "trained:"
 
 _DDL = f"""
 CREATE SCHEMA IF NOT EXISTS sqlml;
@@ -289,6 +292,14 @@ class Registry:
                 "modified after registration"
             )
         return bytes(data)
+
+    def is_trained(self, version: ModelVersion) -> bool:
+        """Made by CREATE MODEL ... AS SELECT (sqlml.training), not imported."""
+        row = self._first(
+            "SELECT source FROM sqlml.model_versions WHERE model = ? AND version = ?",
+            [version.name, version.version],
+        )
+        return bool(row and row[0] and row[0].startswith(TRAINED_SOURCE))
 
     def runtime_artifact(self, version: ModelVersion) -> tuple[str, bytes]:
         """The format and bytes to load for a version (sha256-verified): a TensorFlow model's

@@ -23,7 +23,7 @@ from sqlml.artifacts import pack_directory, sha256
 from sqlml.errors import ArtifactError, InvalidNameError, SqlCompileError, SqlmlError
 from sqlml.names import ModelRef, check_name
 from sqlml.outputs import OutputLayout
-from sqlml.registry import ModelVersion, Registry
+from sqlml.registry import TRAINED_SOURCE, ModelVersion, Registry
 from sqlml.rewrite import duckdb as duckdb_rewrite
 from sqlml.rewrite.duckdb import quote
 from sqlml.runtimes import FORMATS, Runtime, load_runtime
@@ -310,6 +310,7 @@ class Database:
                     inputs=trained.inputs,
                     training_data=trained.features,
                     must_be_new=not replace,
+                    source=f"{TRAINED_SOURCE}{spec.model_type.name}",
                     **{"nulls": "nan", **spec.register},  # NULL numbers: the training mean
                 )
         else:
@@ -391,6 +392,7 @@ class Database:
         must_be_new: bool = False,
         engine: str = "auto",
         training_data: Any = None,
+        source: str | None = None,
     ) -> ModelVersion:
         """Add a version of `name` from an .onnx file, SavedModel folder, sklearn or Keras model.
 
@@ -400,7 +402,8 @@ class Database:
         `engine`: 'auto' compiles the model to SQL when it can (docs/sql.md, "Models compiled
         to SQL"), 'sql' fails unless it can, 'runtime' never compiles it.
         `training_data` (a table name, SELECT text, relation or DataFrame) stores per-input
-        statistics for ML.FEATURE_INFO and ML.VALIDATE_DATA_SKEW.
+        statistics for ML.FEATURE_INFO and ML.VALIDATE_DATA_SKEW. `source` (stored in the
+        catalog) says where the artifact came from; by default it is derived from `model`.
         """
         name = check_name(name)
         self._check_not_builtin(name)
@@ -412,7 +415,8 @@ class Database:
             raise SqlmlError(
                 f"model {name}: engine must be one of {sqlcatalog.ENGINES}, got {engine!r}"
             )
-        fmt, data, source = self._artifact_from(name, model, inputs, format)
+        fmt, data, derived_source = self._artifact_from(name, model, inputs, format)
+        source = source or derived_source
         runtime = load_runtime(fmt, data, name)  # proves the artifact loads before storing it
         signature: Signature = runtime.signature.with_classes(classes)
         if classes and not signature.is_classifier:
@@ -917,4 +921,5 @@ class Database:
         if ref.name not in self.registry.names():
             return None
         version = self.registry.resolve(ref)
-        return OutputLayout(version.signature, version.label)
+        native = self.registry.is_trained(version)  # BigQuery trains it: a native model there
+        return OutputLayout(version.signature, version.label, native=native)

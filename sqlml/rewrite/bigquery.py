@@ -517,7 +517,9 @@ class _Compiler:
             predict.set("params_struct", exp.Struct(expressions=kept) if kept else None)
         predict.this.replace(self.model_table(ref.name))  # a pin compiles to the bare model
         layout = self.layouts(ref)
-        if layout is not None and layout.predicted_probs and isinstance(predict.parent, exp.Table):
+        if layout is None or layout.native:  # BigQuery trained it: its own columns, threshold
+            return
+        if layout.predicted_probs and isinstance(predict.parent, exp.Table):
             with_predicted_columns(predict, layout, threshold)
 
 

@@ -184,7 +184,11 @@ def _evaluation(call: MLCall, binder: MLBinder, target: Target) -> str:
     task = replace(task, label=label)
     columns = [f"{_quote(label)} AS {metrics.SCORED_LABEL}"]
     columns.append(f"{_quote(layout.predicted)} AS {metrics.SCORED_PREDICTED}")
-    if layout.predicted_probs:
+    if layout.predicted_probs and layout.native and target.dialect == "bigquery":
+        positions = range(len(layout.signature.classes))
+        entries = ", ".join(_class_probability(layout, k, target.dialect) for k in positions)
+        columns.append(f"[{entries}] AS {metrics.SCORED_PROBS}")
+    elif layout.predicted_probs:
         probs = f"list_transform({_quote(layout.predicted_probs)}, p -> p.prob)"
         columns.append(f"{probs} AS {metrics.SCORED_PROBS}")
     scored = target.scored_sql(
@@ -273,7 +277,7 @@ def _top_k(call: MLCall, binder: MLBinder, target: Target) -> str:
         for name in partition + order_by:
             if name.lower() not in known:
                 raise ModelInputError(f"{what}: column {name!r} is missing from the candidates")
-    score = _score(layout, options, what)
+    score = _score(layout, options, what, target.dialect)
     window = (
         f"ROW_NUMBER() OVER ({'PARTITION BY ' if partition else ''}"
         f"{', '.join(_quote(p) for p in partition)} ORDER BY {score} DESC NULLS LAST"
@@ -296,7 +300,7 @@ def _names(value: object, option: str, what: str) -> list[str]:
     return list(values)
 
 
-def _score(layout: OutputLayout, options: dict[str, Any], what: str) -> str:
+def _score(layout: OutputLayout, options: dict[str, Any], what: str, dialect: str) -> str:
     """Binary: the positive class's probability; multiclass: that of `class`; regression: the
     prediction; `score` names any numeric output column instead."""
     if options.get("score") is not None:
@@ -313,17 +317,27 @@ def _score(layout: OutputLayout, options: dict[str, Any], what: str) -> str:
                 f"{what}: name the output to rank by: STRUCT('<output>' AS score)"
             )
         return _quote(layout.predicted)
-    probs = _quote(layout.predicted_probs)
     if "class" in options:
         wanted = options["class"]
         if wanted not in signature.classes:
             raise SqlCompileError(
                 f"{what}: class {wanted!r} is not one of {list(signature.classes)}"
             )
-        return f"{probs}[{list(signature.classes).index(wanted) + 1}].prob"
+        return _class_probability(layout, list(signature.classes).index(wanted), dialect)
     if not layout.is_binary:
         raise SqlCompileError(f"{what}: a multiclass model ranks by STRUCT('<class>' AS class)")
-    return f"{probs}[2].prob"
+    return _class_probability(layout, 1, dialect)
+
+
+def _class_probability(layout: OutputLayout, position: int, dialect: str) -> str:
+    """The probability of class `position` (0-based) in predicted_<label>_probs. sqlml writes
+    that array in class order; a model BigQuery trained has its own order, so there the entry
+    is found by its label."""
+    probs = _quote(layout.predicted_probs)
+    if layout.native and dialect == "bigquery":
+        label = exp.convert(layout.signature.classes[position]).sql(dialect=Sqlml)
+        return f"list_filter({probs}, p -> p.label = {label})[1].prob"
+    return f"{probs}[{position + 1}].prob"
 
 
 # -- statistics ----------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from sqlglot import exp
 from sqlml.errors import SqlmlError
 from sqlml.outputs import OutputLayout
 from sqlml.signature import Signature, Tensor
+from sqlml.udf import MISSING_STRING
 
 COMPILER_VERSION = 1  # bump to recompile stored models when the translation changes
 MAX_TREE_NODES = 500  # total tree nodes compiled to SQL (measured: docs/sql.md)
@@ -339,6 +340,8 @@ class _Graph:
         column: exp.Expression = exp.column(tensor.name, quoted=True)
         if self.nulls == "nan" and dtype in ("float", "double"):  # NULL reaches the model as NaN
             column = exp.Coalesce(this=column, expressions=[num(math.nan)])
+        elif self.nulls == "nan" and dtype == "string":  # ...and a NULL string as '' (udf.py)
+            column = exp.Coalesce(this=column, expressions=[exp.Literal.string(MISSING_STRING)])
         node = cast(column, _SQL_TYPES[dtype])
         if dtype == "float":
             self.float_atoms.add(id(node))
@@ -1211,14 +1214,16 @@ class SqlModel:
             return case([(test, exp.Null())], body) if test is not None else body
         conditions = []
         for tensor in self.inputs:
-            if self.nulls == "nan" and tensor.dtype.startswith("float"):
+            if self.nulls == "nan" and (
+                tensor.dtype.startswith("float") or tensor.dtype == "string"
+            ):
                 continue
             message = (
                 f"model {ref}: input column {tensor.name!r} has NULL values (the model was "
                 "registered with nulls='error')"
                 if self.nulls == "error"
                 else f"model {ref}: input column {tensor.name!r} has NULL values and is not a "
-                "float (nulls='nan' can only fill float columns)"
+                "float or a string (nulls='nan' fills only those)"
             )
             is_null = exp.Is(this=self._input(tensor), expression=exp.Null())
             conditions.append((is_null, func("ERROR", exp.Literal.string(message))))

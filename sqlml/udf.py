@@ -19,6 +19,7 @@ from sqlml.outputs import OutputLayout, arrow_type
 from sqlml.runtimes import Runtime
 from sqlml.signature import NUMPY_TYPES, Signature, Tensor
 
+MISSING_STRING = ""  # a NULL string under nulls='nan' (sqlml.training learns NULL as this)
 NULL_POLICIES = ("null", "nan", "error")
 
 
@@ -239,13 +240,17 @@ def class_probabilities(values: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def _fill_nan(array: pa.Array, tensor: Tensor, ref: str) -> pa.Array:
+    """nulls='nan': a missing number is NaN, a missing string the empty category '' (what
+    sqlml's training learns for NULL strings); other types cannot stand for missing."""
     if not array.null_count:
         return array
     if tensor.dtype.startswith("float"):
         return pc.fill_null(array, float("nan"))
+    if tensor.dtype == "string":
+        return pc.fill_null(array, MISSING_STRING)
     raise ModelInputError(
-        f"model {ref}: input column {tensor.name!r} has NULL values and is not a float "
-        "(nulls='nan' can only fill float columns)"
+        f"model {ref}: input column {tensor.name!r} has NULL values and is not a float or a "
+        "string (nulls='nan' fills only those)"
     )
 
 

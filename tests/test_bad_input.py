@@ -97,12 +97,23 @@ def test_null_policy_nan_feeds_missing_values_to_the_model(db, cancer):
     assert out["probabilities"].notna().all()
 
 
-def test_null_policy_nan_with_a_null_string_names_model_and_column(db, reviews, text_model):
+def test_null_policy_nan_scores_a_null_string_as_the_empty_category(db, reviews, text_model):
     db.register_model("sentiment", text_model, inputs={"review": "string"}, nulls="nan")
-    db.con.register("frame", reviews.assign(review=reviews["review"].where(reviews.index != 3)))
-    with pytest.raises(duckdb.Error, match=r"model sentiment@1: input column 'review' has NULL"):
-        db.sql("SELECT * FROM ML.PREDICT(MODEL sentiment, TABLE frame)").fetchall()
-    assert db.sql("SELECT count(*) FROM frame").fetchall() == [(len(reviews),)]
+    texts = reviews["review"].where(reviews.index != 3)
+    db.con.register("frame", reviews.assign(review=texts))
+    out = db.sql("SELECT probabilities FROM ML.PREDICT(MODEL sentiment, TABLE frame)").fetchall()
+    expected = text_model.predict_proba(texts.fillna(""))
+    np.testing.assert_allclose([r[0] for r in out], expected, atol=PROBA_TOL)
+
+
+def test_null_policy_nan_refuses_a_null_integer_naming_model_and_column(db):
+    from sklearn.linear_model import LinearRegression
+
+    X = np.arange(20, dtype=np.int64).reshape(-1, 1)
+    db.register_model("counts", LinearRegression().fit(X, X[:, 0] * 2.0), inputs={"n": "int64"},
+                      nulls="nan")  # fmt: skip
+    with pytest.raises(duckdb.Error, match=r"model counts@1: input column 'n' has NULL"):
+        db.sql("SELECT * FROM ML.PREDICT(MODEL counts, (SELECT NULL::BIGINT AS n))").fetchall()
 
 
 def test_threshold_and_option_errors(db, iris, iris_lr, cancer_db):

@@ -300,6 +300,17 @@ def test_nulls_become_nan_for_models_registered_with_nulls_nan(tmp_path, serve):
     assert predict(server, "hp", {"instances": [1.0, None]}).text == '{"predictions":[3.5,NaN]}'
 
 
+def test_null_strings_are_the_empty_category_under_nulls_nan(tmp_path, serve, text_model):
+    path = tmp_path / "text.duckdb"
+    with sqlml.connect(path) as db:
+        db.register_model("reviews", text_model, inputs={"review": "string"}, nulls="nan")
+    server = serve(path)
+    answer = predict(server, "reviews", {"instances": [None, "great value"]}).json()
+    expected = text_model.predict_proba(["", "great value"])
+    got = [p["probabilities"] for p in answer["predictions"]]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_nan_and_infinity_tokens_and_big_integers_are_read_as_tf_serving_reads_them(
     database, serve
 ):

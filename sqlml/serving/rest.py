@@ -32,8 +32,11 @@ from sqlml.errors import InvalidNameError
 from sqlml.names import check_name
 from sqlml.online import KEY, PREDICT_METHOD, SERVING_DEFAULT, OnlineSignature, OnlineTensor
 from sqlml.signature import NUMPY_TYPES
+from sqlml.udf import MISSING_STRING
 
 _NoneType = type(None)
+# What a JSON null becomes for a model registered with nulls='nan' (as sqlml.udf does in SQL).
+_MISSING = {"float32": float("nan"), "float64": float("nan"), "string": MISSING_STRING}
 _ACCEPTED = {
     "float32": frozenset({float, int}),
     "float64": frozenset({float, int}),
@@ -218,7 +221,8 @@ def decode_inputs(
     """Arrays for each input of `signature`, type-checked; a 400 naming the field otherwise.
 
     `extra_field` (the logging key column) may ride along with the inputs; it is not scored.
-    `nan_for_null`: a model registered with nulls='nan' takes JSON null floats as NaN.
+    `nan_for_null`: a model registered with nulls='nan' takes JSON null floats as NaN and
+    null strings as ''.
     """
     names = [t.name for t in signature.inputs]
     if extra_field in names:
@@ -340,12 +344,9 @@ def _array(
         accepted = _ACCEPTED[tensor.dtype]
         types = set(map(type, values))
         if not types <= accepted:
-            if (
-                nan_for_null
-                and tensor.dtype.startswith("float")
-                and types <= accepted | {_NoneType}
-            ):
-                values = [float("nan") if v is None else v for v in values]
+            fill = _MISSING.get(tensor.dtype) if nan_for_null else None
+            if fill is not None and types <= accepted | {_NoneType}:  # as nulls='nan' in SQL
+                values = [fill if v is None else v for v in values]
             else:
                 i, value = next((i, v) for i, v in enumerate(values) if type(v) not in accepted)
                 raise _type_error(model, where.format(i), tensor, value)
@@ -382,7 +383,7 @@ def _type_error(model: str, where: str, tensor: OnlineTensor, value: object) -> 
     if value is None:
         return bad_request(
             f"model {model}: {where} is null: every input needs a value ({tensor.tf_dtype}); "
-            "a model registered with nulls='nan' takes null floats as NaN"
+            "a model registered with nulls='nan' takes null floats as NaN and null strings as ''"
         )
     shown = _short(json.dumps(value, default=str), 40)
     return bad_request(

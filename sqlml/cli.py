@@ -490,7 +490,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with open_database(args.database, read_only=True) as db:
         version = db.model(args.model)
-        path = db.export_model(args.model, args.uri, format=args.format)
+        path = db.export_model(version.ref, args.uri, format=args.format)
     keyed = not any(t.name == KEY for t in version.signature.inputs + version.signature.outputs)
     signatures = "serving_default and keyed_prediction" if keyed else "serving_default"
     print(f"exported {version.ref} to {path} ({args.format}, signatures {signatures})")

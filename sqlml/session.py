@@ -357,8 +357,8 @@ class Database:
             raise SqlCompileError(f"EXPORT MODEL {ref}: unknown option(s) {sorted(options)}")
         if not uri:
             raise SqlCompileError(f"EXPORT MODEL {ref}: OPTIONS(uri='...') is required")
-        path = self.export_model(ref, uri, format=fmt)
-        version = self.model(ref)
+        version = self.model(ref)  # resolved once: the row names the version written
+        path = self.export_model(version.ref, uri, format=fmt)
         return self.con.sql(
             "SELECT ? AS model, ? AS version, ? AS format, ? AS uri",
             params=[version.name, version.version, str(fmt).lower(), str(path)],

@@ -19,7 +19,6 @@ boosting and random forests (one class id, label decided by score > 0 or > 0.5).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,171 +26,9 @@ import tensorflow as tf
 
 from sqlml.export.ops import TRANSFORMS, Node, Run, class_labels, first_argmax, logistic
 from sqlml.export.ops import transform_scores as _transform
+from sqlml.export.tables import AGGREGATES, Ensemble, floats, parse
 
-MODES = {
-    "LEAF": 0,
-    "BRANCH_LEQ": 1,
-    "BRANCH_LT": 2,
-    "BRANCH_GTE": 3,
-    "BRANCH_GT": 4,
-    "BRANCH_EQ": 5,
-    "BRANCH_NEQ": 6,
-}
 _COMPARE = {1: tf.less_equal, 2: tf.less, 3: tf.greater_equal, 4: tf.greater, 5: tf.equal}
-AGGREGATES = ("SUM", "AVERAGE", "MIN", "MAX")
-
-
-@dataclass
-class Ensemble:
-    """All trees of one node as flat tables (index = position in the node's attribute lists)."""
-
-    feature: np.ndarray  # int32 [nodes]
-    threshold: np.ndarray  # float [nodes]
-    true_next: np.ndarray  # int32 [nodes]; a leaf points to itself
-    false_next: np.ndarray  # int32 [nodes]
-    mode: np.ndarray  # int32 [nodes], MODES codes
-    missing_true: np.ndarray  # bool [nodes]
-    roots: np.ndarray  # int32 [trees], in onnxruntime's order
-    depth: int
-    weights: np.ndarray  # float [nodes, outputs], summed leaf weights (0 where none)
-    present: np.ndarray  # bool [nodes, outputs], the leaf carries a weight for that output
-    wide: bool  # weights/thresholds given as doubles (*_as_tensor)
-
-    def always(self, k: int) -> bool:
-        """Every leaf scores output k, so every row has a score for it."""
-        return bool(self.present[self.mode == 0, k].all())
-
-    def never(self, k: int) -> bool:
-        return not bool(self.present[:, k].any())
-
-
-def _floats(node: Node, name: str) -> tuple[np.ndarray | None, bool]:
-    """A float attribute, or its `_as_tensor` double twin (second value: it was double)."""
-    if name + "_as_tensor" in node.attrs:
-        return np.asarray(node.attrs[name + "_as_tensor"], dtype=np.float64).ravel(), True
-    if name in node.attrs:
-        return np.asarray(node.attrs[name], dtype=np.float32), False
-    return None, False
-
-
-def parse(node: Node, prefix: str, outputs: int, first_weight_only: bool) -> Ensemble:
-    """Check the attributes the way onnxruntime's Init does and build the tables."""
-    tree_ids = np.asarray(node.attrs.get("nodes_treeids", []), dtype=np.int64)
-    node_ids = np.asarray(node.attrs.get("nodes_nodeids", []), dtype=np.int64)
-    count = len(tree_ids)
-    if count == 0:
-        raise node.fail("the ensemble has no nodes")
-    features = np.asarray(node.attrs.get("nodes_featureids", []), dtype=np.int64)
-    true_ids = np.asarray(node.attrs.get("nodes_truenodeids", []), dtype=np.int64)
-    false_ids = np.asarray(node.attrs.get("nodes_falsenodeids", []), dtype=np.int64)
-    mode_names = node.strings("nodes_modes")
-    thresholds, wide_values = _floats(node, "nodes_values")
-    missing = np.asarray(node.attrs.get("nodes_missing_value_tracks_true", []), dtype=np.int64)
-    for name, values in (
-        ("nodes_nodeids", node_ids),
-        ("nodes_featureids", features),
-        ("nodes_truenodeids", true_ids),
-        ("nodes_falsenodeids", false_ids),
-        ("nodes_modes", mode_names),
-        ("nodes_values", thresholds if thresholds is not None else []),
-    ):
-        if len(values) != count:
-            raise node.fail(f"{name} has {len(values)} entries for {count} nodes")
-    unknown = sorted(set(mode_names) - set(MODES))
-    if unknown:
-        raise node.fail(f"unknown node modes {unknown} (supported: {', '.join(MODES)})")
-    modes = np.asarray([MODES[m] for m in mode_names], dtype=np.int32)
-    missing_true = np.zeros(count, dtype=bool)
-    missing_true[: len(missing)] = missing[:count] == 1
-    position = {}
-    for i, key in enumerate(zip(tree_ids.tolist(), node_ids.tolist())):
-        if key in position:
-            raise node.fail(f"node {key[1]} of tree {key[0]} appears twice")
-        position[key] = i
-    true_next = np.arange(count, dtype=np.int32)
-    false_next = np.arange(count, dtype=np.int32)
-    for i in np.flatnonzero(modes != 0):
-        for ids, table, side in ((true_ids, true_next, "true"), (false_ids, false_next, "false")):
-            child = position.get((int(tree_ids[i]), int(ids[i])))
-            if child is None or child == i:
-                raise node.fail(f"node {node_ids[i]} of tree {tree_ids[i]} has a bad {side} child")
-            table[i] = child
-    if (features[modes != 0] < 0).any():
-        raise node.fail("a negative feature id")
-
-    weight_values, wide_weights = _floats(node, prefix + "_weights")
-    w_trees = np.asarray(node.attrs.get(prefix + "_treeids", []), dtype=np.int64)
-    w_nodes = np.asarray(node.attrs.get(prefix + "_nodeids", []), dtype=np.int64)
-    w_ids = np.asarray(node.attrs.get(prefix + "_ids", []), dtype=np.int64)
-    if weight_values is None or not (
-        len(w_trees) == len(w_nodes) == len(w_ids) == len(weight_values)
-    ):
-        raise node.fail(f"{prefix}_* attributes have different lengths")
-    wide = wide_values or wide_weights
-    dtype = np.float64 if wide else np.float32
-    weights = np.zeros((count, outputs), dtype=dtype)
-    present = np.zeros((count, outputs), dtype=bool)
-    order = sorted(range(len(w_ids)), key=lambda j: (w_trees[j], w_nodes[j], j))
-    for j in order:  # onnxruntime sorts weights by (tree, node) and keeps their order
-        i = position.get((int(w_trees[j]), int(w_nodes[j])))
-        if i is None:
-            raise node.fail(f"a weight for missing node {w_nodes[j]} of tree {w_trees[j]}")
-        if modes[i] != 0:
-            continue  # onnxruntime ignores weights on branch nodes
-        k = 0 if first_weight_only else int(w_ids[j])
-        if not 0 <= k < outputs:
-            raise node.fail(f"{prefix}_ids {w_ids[j]} is out of range for {outputs} outputs")
-        if first_weight_only and present[i, 0]:
-            continue  # one target: onnxruntime uses the first weight of each leaf only
-        weights[i, k] = weights[i, k] + dtype(weight_values[j])
-        present[i, k] = True
-    leaves = np.flatnonzero(modes == 0)
-    empty = [int(i) for i in leaves if not present[i].any()]
-    if empty:
-        raise node.fail(f"leaf {node_ids[empty[0]]} of tree {tree_ids[empty[0]]} has no weight")
-    starts = [0] + [i for i in range(1, count) if tree_ids[i] != tree_ids[i - 1]]
-    roots = np.asarray(starts, dtype=np.int32)  # onnxruntime: first node of each tree run
-    return Ensemble(
-        feature=np.where(modes != 0, features, 0).astype(np.int32),
-        threshold=(thresholds if thresholds is not None else np.zeros(count)).astype(dtype),
-        true_next=true_next,
-        false_next=false_next,
-        mode=modes,
-        missing_true=missing_true,
-        roots=roots,
-        depth=_depth(node, roots, modes, true_next, false_next),
-        weights=weights,
-        present=present,
-        wide=wide,
-    )
-
-
-def _depth(node: Node, roots, modes, true_next, false_next) -> int:
-    """Steps from a root to its deepest leaf, refusing cycles (a walk that never ends).
-
-    Depth-first with memoised subtrees, so nodes shared by several parents cost nothing.
-    """
-    depth: dict[int, int] = {}
-    for root in roots.tolist():
-        stack, on_path = [(root, False)], set()
-        while stack:
-            i, expanded = stack.pop()
-            if i in depth:
-                continue
-            if modes[i] == 0:
-                depth[i] = 0
-                continue
-            children = (int(true_next[i]), int(false_next[i]))
-            if expanded:
-                on_path.discard(i)
-                depth[i] = 1 + max(depth[c] for c in children)
-                continue
-            if any(c in on_path or c == i for c in children):
-                raise node.fail("a tree has a cycle")
-            on_path.add(i)
-            stack.append((i, True))
-            stack.extend((c, False) for c in children if c not in depth)
-    return max(depth[r] for r in roots.tolist())
 
 
 def leaves(ensemble: Ensemble, x: Any) -> Any:
@@ -271,7 +108,7 @@ def regressor(node: Node) -> Run:
     # one target: onnxruntime applies no post_transform but PROBIT, so only NONE is exact
     transform = node.choice("post_transform", "NONE", TRANSFORMS if targets > 1 else ("NONE",))
     ensemble = parse(node, "target", targets, first_weight_only=targets == 1)
-    base, _ = _floats(node, "base_values")
+    base, _ = floats(node, "base_values")
     base = np.zeros(0) if base is None else base
     trees = len(ensemble.roots)
 
@@ -320,7 +157,7 @@ def classifier(node: Node) -> Run:
     if classes < 2:
         raise node.fail("a classifier with fewer than two class labels")
     ensemble = parse(node, "class", classes, first_weight_only=False)
-    base, _ = _floats(node, "base_values")
+    base, _ = floats(node, "base_values")
     base = np.zeros(0) if base is None else base
     if len(base) > classes or (classes == 2 and len(base) not in (0, 1, 2)):
         raise node.fail(f"{len(base)} base_values for {classes} classes")
@@ -365,7 +202,7 @@ def _binary(
     s > 0.5, probabilities [1 - s, s].
     """
     class_ids = {int(i) for i in node.attrs.get("class_ids", [])}
-    weights, _ = _floats(node, "class_weights")
+    weights, _ = floats(node, "class_weights")
     one_class = len(class_ids) == 1  # onnxruntime's binary_case_
     all_positive = bool((weights >= 0).all())
     bases = len(base)

@@ -1,0 +1,108 @@
+/* Tree-ensemble scores for sqlml (loaded with ctypes by sqlml/runtimes/trees.py).
+ *
+ * Why our own: onnxruntime's TreeEnsemble kernel walks one row through one tree at a time;
+ * walking a block of rows through a tree level by level keeps the tree in cache and lets the
+ * CPU overlap the rows' loads, about 3-4x faster per core on a 100-tree depth-6 ensemble.
+ *
+ * Semantics match onnxruntime's (float32 inputs and weights): a branch node sends a row to its
+ * true child when `x <= threshold` (or `x < threshold` for strict nodes) and a NaN to the side
+ * recorded by its flag; a leaf points to itself, so extra levels leave it where it is; scores
+ * are summed in float32, tree after tree, in the order the trees are given, which makes them
+ * bit-identical to onnxruntime's single-threaded sums.
+ *
+ * No Python.h: plain C called through ctypes, which releases the GIL for the call, so DuckDB's
+ * threads score their chunks in parallel.
+ */
+#include <stdint.h>
+
+#define SQLML_TREEWALK_ABI 3
+#define FEATURE_BITS 0x00FFFFFF
+#define STRICT_FLAG (1 << 29)  /* x < threshold instead of x <= threshold */
+#define NAN_TRUE_FLAG (1 << 30) /* a NaN goes to the true child */
+#define BLOCK 128
+
+typedef struct {
+    int32_t feature; /* feature index | STRICT_FLAG | NAN_TRUE_FLAG */
+    float threshold;
+    int32_t next_true;
+    int32_t next_false;
+} sqlml_node;
+
+int sqlml_treewalk_abi(void) { return SQLML_TREEWALK_ABI; }
+
+/* Keep a comparison's 0/1 as a value: without this GCC turns `a | b` of comparisons back
+ * into jumps, and a jump on a data-dependent split is mispredicted half the time (3x slower). */
+#if defined(__GNUC__)
+#define AS_VALUE(x) __asm__("" : "+r"(x))
+#else
+#define AS_VALUE(x) (void)0
+#endif
+
+/* The child a row goes to, without a branch: the comparison selects between the two loaded
+ * children. */
+static inline int32_t step(const sqlml_node *nodes, int32_t index, const float *row, int strict) {
+    const sqlml_node *node = &nodes[index];
+    int32_t feature = node->feature;
+    float value = row[feature & FEATURE_BITS];
+    int32_t go_true = strict ? (value < node->threshold) : (value <= node->threshold);
+    if (strict) {
+        int32_t equal = (value == node->threshold) & ((feature & STRICT_FLAG) == 0);
+        AS_VALUE(equal);
+        go_true |= equal;
+    }
+    int32_t missing = (value != value) & ((feature >> 30) & 1);
+    int32_t mask = -(go_true | missing); /* all ones: go to the true child */
+    AS_VALUE(mask);
+    int32_t on_true = node->next_true, on_false = node->next_false;
+    return on_false ^ ((on_false ^ on_true) & mask);
+}
+
+/* One block of rows through every tree; `strict` is a constant in each caller, so the compiler
+ * drops the strict comparison from the common all-`<=` ensembles. */
+static inline void walk_block(const sqlml_node *nodes, const int32_t *roots,
+                              const int32_t *depths, int32_t trees, const float *leaf_weights,
+                              int32_t outputs, const float *block, int n, int32_t features,
+                              float *out, int strict) {
+    int32_t index[BLOCK];
+    float sums[BLOCK];
+    for (int i = 0; i < n * outputs; i++) out[i] = 0.0f;
+    for (int r = 0; r < n; r++) sums[r] = 0.0f;
+    for (int32_t t = 0; t < trees; t++) {
+        for (int r = 0; r < n; r++) index[r] = roots[t];
+        for (int32_t level = 0; level < depths[t]; level++) {
+            for (int r = 0; r < n; r++) {
+                index[r] = step(nodes, index[r], block + (int64_t)r * features, strict);
+            }
+        }
+        if (outputs == 1) {
+            for (int r = 0; r < n; r++) sums[r] += leaf_weights[index[r]];
+        } else {
+            for (int r = 0; r < n; r++) {
+                const float *weights = leaf_weights + (int64_t)index[r] * outputs;
+                for (int32_t k = 0; k < outputs; k++) out[r * outputs + k] += weights[k];
+            }
+        }
+    }
+    if (outputs == 1) {
+        for (int r = 0; r < n; r++) out[r] = sums[r];
+    }
+}
+
+/* scores[rows, outputs] = sum over trees of leaf_weights[leaf reached, outputs]. */
+void sqlml_tree_scores(const sqlml_node *nodes, const int32_t *roots, const int32_t *depths,
+                       int32_t trees, const float *leaf_weights, int32_t outputs,
+                       const float *x, int64_t rows, int32_t features, float *scores,
+                       int32_t any_strict) {
+    for (int64_t start = 0; start < rows; start += BLOCK) {
+        int n = rows - start < BLOCK ? (int)(rows - start) : BLOCK;
+        const float *block = x + start * features;
+        float *out = scores + start * outputs;
+        if (any_strict) {
+            walk_block(nodes, roots, depths, trees, leaf_weights, outputs, block, n, features,
+                       out, 1);
+        } else {
+            walk_block(nodes, roots, depths, trees, leaf_weights, outputs, block, n, features,
+                       out, 0);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+"""The C tree walker (sqlml.runtimes.trees): built, used for bare tree ensembles, and exact.
+
+Exact means: labels identical to onnxruntime's and scores bit-identical (regressors, forests),
+probabilities within 5e-7 (onnxruntime's approximated logistic/softmax), on rows placed exactly
+on the trees' thresholds, one float step either side, and NaN. Against scikit-learn (float64)
+within the suite's PROBA_TOL.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+import sqlml
+from sqlml.convert import sklearn_to_onnx
+from sqlml.runtimes import trees
+from sqlml.runtimes.onnx import OnnxRuntime
+
+PROBA_TOL = 1e-5  # scikit-learn sums in float64, ONNX in float32
+ORT_TOL = 5e-7  # onnxruntime's approximated logistic / softmax: a few float32 ulps
+
+
+def _data(loader, missing: bool = False):
+    x, y = loader(return_X_y=True)
+    x = x.astype(np.float32)
+    if missing:
+        x = x.copy()
+        x[np.random.default_rng(1).random(x.shape) < 0.1] = np.nan
+    return x, y
+
+
+def _names(x: np.ndarray) -> list[str]:
+    return [f"f{i}" for i in range(x.shape[1])]
+
+
+def _feed(x: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: x[:, [i]] for i, name in enumerate(_names(x))}
+
+
+def _onnx(estimator, x: np.ndarray) -> bytes:
+    return sklearn_to_onnx(estimator, dict.fromkeys(_names(x), "float32"))
+
+
+def _session(data: bytes) -> ort.InferenceSession:
+    """One thread, as sqlml runs it: with more, onnxruntime splits the trees among threads
+    and adds the partial sums in another order (last-bit differences)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def _edge_rows(estimator_x: np.ndarray, data: bytes, rows: int = 20_000) -> np.ndarray:
+    """Rows drawn from the training data, with cells moved onto thresholds, one float step
+    either side of them, and to NaN."""
+    proto = onnx.load_model_from_string(data)
+    node = next(n for n in proto.graph.node if n.op_type.startswith("TreeEnsemble"))
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    features = np.asarray(attrs["nodes_featureids"])
+    thresholds = np.asarray(attrs["nodes_values"], dtype=np.float32)
+    rng = np.random.default_rng(7)
+    x = estimator_x[rng.integers(len(estimator_x), size=rows)].copy()
+    for j in range(x.shape[1]):
+        used = thresholds[features == j]
+        if len(used):
+            take = rng.random(rows) < 0.3
+            picked = rng.choice(used, size=rows)
+            step = rng.integers(-1, 2, size=rows).astype(np.float32)
+            direction = np.where(step < 0, -np.inf, np.inf).astype(np.float32)
+            moved = np.where(step == 0, picked, np.nextafter(picked, direction))
+            x[take, j] = moved[take]
+    x[rng.random(x.shape) < 0.03] = np.nan
+    return x
+
+
+def test_the_native_walker_is_built():
+    """`pip install` compiles sqlml/native/treewalk.c: CI has gcc, so it must load."""
+    library = trees.native_library()
+    assert library is not None
+    assert library.sqlml_treewalk_abi() == trees.ABI
+
+
+CLASSIFIERS = {
+    "gbdt_binary": (lambda: GradientBoostingClassifier(n_estimators=30, max_depth=4), "cancer"),
+    "gbdt_3_classes": (lambda: GradientBoostingClassifier(n_estimators=20), "iris"),
+    "forest_binary": (lambda: RandomForestClassifier(n_estimators=15), "cancer"),
+    "forest_3_classes": (lambda: RandomForestClassifier(n_estimators=15), "iris"),
+    "extra_trees": (lambda: ExtraTreesClassifier(n_estimators=15), "cancer"),
+    "decision_tree": (lambda: DecisionTreeClassifier(max_depth=8), "iris"),
+    "histgb_nan_binary": (lambda: HistGradientBoostingClassifier(max_iter=30), "cancer_nan"),
+    "histgb_nan_3_classes": (lambda: HistGradientBoostingClassifier(max_iter=20), "iris_nan"),
+}
+REGRESSORS = {
+    "gbdt": lambda: GradientBoostingRegressor(n_estimators=40, max_depth=4),
+    "forest": lambda: RandomForestRegressor(n_estimators=15, max_depth=10),
+    "decision_tree": lambda: DecisionTreeRegressor(max_depth=10),
+    "histgb_nan": lambda: HistGradientBoostingRegressor(max_iter=30),
+}
+DATASETS = {
+    "cancer": (load_breast_cancer, False),
+    "iris": (load_iris, False),
+    "cancer_nan": (load_breast_cancer, True),
+    "iris_nan": (load_iris, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLASSIFIERS))
+def test_classifiers_match_onnxruntime_and_sklearn(case):
+    make, dataset = CLASSIFIERS[case]
+    loader, missing = DATASETS[dataset]
+    x, y = _data(loader, missing)
+    labels = np.asarray(["setosa", "versicolor", "virginica"])[y] if dataset == "iris" else y
+    estimator = make().set_params(random_state=0).fit(x, labels)
+    data = _onnx(estimator, x)
+    runtime = OnnxRuntime(data, case)
+    assert runtime.tree_scorer is not None, "a bare tree ensemble must use the walker"
+    edge = _edge_rows(x, data)
+    got = runtime.predict(_feed(edge))
+    want = dict(zip(["label", "probabilities"], _session(data).run(None, _feed(edge))))
+    assert got["label"].dtype == want["label"].dtype
+    np.testing.assert_array_equal(got["label"], want["label"])
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=0, atol=ORT_TOL)
+    # scikit-learn on the training rows (its float64 thresholds differ from ONNX's float32 ones
+    # in the last bits, so rows set exactly on a threshold are for the onnxruntime check)
+    ours = runtime.predict(_feed(x))
+    np.testing.assert_allclose(ours["probabilities"], estimator.predict_proba(x), atol=PROBA_TOL)
+    np.testing.assert_array_equal(ours["label"], estimator.predict(x))
+
+
+@pytest.mark.parametrize("case", sorted(REGRESSORS))
+def test_regressors_match_onnxruntime_bit_for_bit(case):
+    x, y = _data(load_diabetes, missing=case == "histgb_nan")
+    estimator = REGRESSORS[case]().set_params(random_state=0).fit(x, y)
+    data = _onnx(estimator, x)
+    runtime = OnnxRuntime(data, case)
+    assert runtime.tree_scorer is not None
+    edge = _edge_rows(x, data)
+    got = runtime.predict(_feed(edge))["variable"]
+    (want,) = _session(data).run(None, _feed(edge))
+    assert got.shape == want.shape == (len(edge), 1) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # same float32 sums in the same tree order
+    ours = runtime.predict(_feed(x))["variable"][:, 0]
+    np.testing.assert_allclose(ours, estimator.predict(x), rtol=1e-5, atol=1e-3)
+
+
+def _hand_made_regressor(modes: list[str], missing_true: list[int]) -> bytes:
+    """One tree over two features: root (feature 0, 0.5) -> node (feature 1, -1.0) | leaf."""
+    node = onnx.helper.make_node(
+        "TreeEnsembleRegressor",
+        ["X"],
+        ["variable"],
+        domain="ai.onnx.ml",
+        n_targets=1,
+        nodes_treeids=[0, 0, 0, 0, 0, 1, 1, 1],
+        nodes_nodeids=[0, 1, 2, 3, 4, 0, 1, 2],
+        nodes_featureids=[0, 1, 0, 0, 0, 1, 0, 0],
+        nodes_values=[0.5, -1.0, 0.0, 0.0, 0.0, 0.25, 0.0, 0.0],
+        nodes_modes=[modes[0], modes[1], "LEAF", "LEAF", "LEAF", modes[2], "LEAF", "LEAF"],
+        nodes_truenodeids=[1, 2, 0, 0, 0, 1, 0, 0],
+        nodes_falsenodeids=[4, 3, 0, 0, 0, 2, 0, 0],
+        nodes_missing_value_tracks_true=[*missing_true[:2], 0, 0, 0, missing_true[2], 0, 0],
+        target_treeids=[0, 0, 0, 1, 1],
+        target_nodeids=[2, 3, 4, 1, 2],
+        target_ids=[0, 0, 0, 0, 0],
+        target_weights=[1.0, 10.0, 100.0, 0.125, 0.5],
+        base_values=[1000.0],
+    )
+    graph = onnx.helper.make_graph(
+        [node],
+        "hand_made",
+        [onnx.helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [None, 2])],
+        [onnx.helper.make_tensor_value_info("variable", onnx.TensorProto.FLOAT, [None, 1])],
+    )
+    opsets = [onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("ai.onnx.ml", 3)]
+    proto = onnx.helper.make_model(graph, opset_imports=opsets, ir_version=9)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "modes, missing_true",
+    [
+        (["BRANCH_LEQ", "BRANCH_LEQ", "BRANCH_LEQ"], [0, 0, 0]),
+        (["BRANCH_LT", "BRANCH_GTE", "BRANCH_GT"], [1, 0, 1]),
+        (["BRANCH_GT", "BRANCH_LT", "BRANCH_GTE"], [0, 1, 1]),
+        (["BRANCH_GTE", "BRANCH_GT", "BRANCH_LEQ"], [1, 1, 0]),
+    ],
+)
+def test_every_ordering_mode_and_nan_side_matches_onnxruntime(modes, missing_true):
+    data = _hand_made_regressor(modes, missing_true)
+    runtime = OnnxRuntime(data, "hand_made")
+    assert runtime.tree_scorer is not None
+    values = np.asarray([-np.inf, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, np.inf, np.nan], np.float32)
+    values = np.concatenate([values, np.nextafter(values, np.inf), np.nextafter(values, -np.inf)])
+    grid = np.stack(np.meshgrid(values, values), axis=-1).reshape(-1, 2).astype(np.float32)
+    got = runtime.predict({"X": grid})["variable"]
+    (want,) = _session(data).run(None, {"X": grid})
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) >= 4  # the grid reaches several leaves of each tree
+
+
+def test_graphs_that_are_not_a_bare_ensemble_stay_on_onnxruntime(monkeypatch):
+    x, y = _data(load_breast_cancer)
+    pipeline = make_pipeline(StandardScaler(), GradientBoostingClassifier(n_estimators=5))
+    pipeline.fit(x, y)
+    assert OnnxRuntime(_onnx(pipeline, x), "pipeline").tree_scorer is None
+    equality = _hand_made_regressor(["BRANCH_EQ", "BRANCH_LEQ", "BRANCH_LEQ"], [0, 0, 0])
+    assert OnnxRuntime(equality, "equality").tree_scorer is None
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y)
+    doubles = sklearn_to_onnx(forest, dict.fromkeys(_names(x), "float64"))
+    assert OnnxRuntime(doubles, "doubles").tree_scorer is None
+    monkeypatch.setenv("SQLML_TREE_WALKER", "0")
+    assert OnnxRuntime(_onnx(forest, x), "switched_off").tree_scorer is None
+
+
+def test_a_walker_that_disagrees_with_onnxruntime_is_not_used():
+    """The load-time probe is the safety net: a wrong table must be caught by it."""
+    x, y = _data(load_breast_cancer)
+    estimator = GradientBoostingClassifier(n_estimators=10, random_state=0).fit(x, y)
+    data = _onnx(estimator, x)
+    proto = onnx.load_model_from_string(data)
+    scorer = trees.tree_scorer(proto, _session(data), "gbdt")
+    assert scorer is not None
+    graph = trees._recognise(proto)
+    ensemble, _ = trees._plan(trees.Node(graph.tree, "gbdt", 1, {}))
+    assert trees._agrees(scorer, _session(data), ensemble, graph)
+    branches = scorer._nodes["feature"] != 0
+    scorer._nodes["threshold"][branches] = np.nextafter(  # one float step off: caught
+        scorer._nodes["threshold"][branches], np.float32(np.inf)
+    )
+    assert not trees._agrees(scorer, _session(data), ensemble, graph)
+
+
+def test_concurrent_callers_get_the_same_answers():
+    """DuckDB calls the scorer from several threads at once (ctypes drops the GIL)."""
+    x, y = _data(load_breast_cancer)
+    estimator = GradientBoostingClassifier(n_estimators=50, random_state=0).fit(x, y)
+    runtime = OnnxRuntime(_onnx(estimator, x), "gbdt")
+    rows = np.repeat(x, 20, axis=0)
+    expected = runtime.predict(_feed(rows))["probabilities"]
+    results: list[np.ndarray] = []
+
+    def score() -> None:
+        for _ in range(3):
+            results.append(runtime.predict(_feed(rows))["probabilities"])
+
+    threads = [threading.Thread(target=score) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 12
+    for result in results:
+        np.testing.assert_array_equal(result, expected)
+
+
+def test_ml_predict_over_a_duckdb_table_uses_the_walker(tmp_path):
+    x, y = _data(load_breast_cancer, missing=True)
+    estimator = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(x, y)
+    rows = np.repeat(x, 30, axis=0)  # ~17k rows: several DuckDB chunks on both threads
+    db = sqlml.connect(tmp_path / "trees.duckdb")
+    try:
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=_names(x))
+        frame.insert(0, "id", np.arange(len(frame)))
+        db.con.execute("SET threads = 2")
+        db.con.execute("CREATE TABLE patients AS SELECT * FROM frame")
+        # pandas NaN arrives as NULL; nulls="nan" hands it to the trees as missing
+        db.register_model("tumour", estimator, label="y", inputs=_names(x), nulls="nan")
+        runtime = db.runtime(db.model("tumour"))
+        assert runtime.tree_scorer is not None
+        result = db.sql(
+            "SELECT id, predicted_y, predicted_y_probs FROM ML.PREDICT(MODEL tumour, "
+            "TABLE patients) ORDER BY id"
+        ).fetchall()
+    finally:
+        db.close()
+    assert len(result) == len(rows)
+    expected = estimator.predict_proba(rows)[:, 1]
+    probability = np.asarray([next(p["prob"] for p in r[2] if p["label"] == 1) for r in result])
+    np.testing.assert_allclose(probability, expected, atol=PROBA_TOL)
+    labels = np.asarray([r[1] for r in result])
+    assert (labels == estimator.predict(rows)).mean() > 0.999

@@ -796,7 +796,7 @@ class _Ensemble:
         if g.tree_nodes > g.max_tree_nodes:
             raise NotCompilable(
                 f"{g.tree_nodes} tree nodes (limit {g.max_tree_nodes}: bigger ensembles run "
-                "through onnxruntime)"
+                "in the model's runtime)"
             )
         self.trees: list[_Tree] = []
         by_tree: dict[int, _Tree] = {}

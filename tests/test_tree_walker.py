@@ -238,7 +238,7 @@ def test_a_walker_that_disagrees_with_onnxruntime_is_not_used():
     scorer = trees.tree_scorer(proto, _session(data), "gbdt")
     assert scorer is not None
     graph = trees._recognise(proto)
-    ensemble, _ = trees._plan(trees.Node(graph.tree, "gbdt", 1, {}))
+    ensemble, _ = trees._plan(trees.Node(graph.tree, "gbdt", 1, {}))  # type: ignore[misc]
     assert trees._agrees(scorer, _session(data), ensemble, graph)
     branches = scorer._nodes["feature"] != 0
     scorer._nodes["threshold"][branches] = np.nextafter(  # one float step off: caught

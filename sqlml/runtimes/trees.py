@@ -143,12 +143,12 @@ def tree_scorer(proto: onnx.ModelProto, session, model: str) -> TreeScorer | Non
         return None
     opset = next((o.version for o in proto.opset_import if o.domain == ML_DOMAIN), 1)
     try:
-        node = Node(graph.tree, model, opset, {})
-        ensemble, finish = _plan(node)
+        plan = _plan(Node(graph.tree, model, opset, {}))
     except ArtifactError:
         return None  # the export's checks refuse it: onnxruntime decides what it means
-    if ensemble is None or (ensemble.feature >= sum(graph.widths)).any():
+    if plan is None or (plan[0].feature >= sum(graph.widths)).any():
         return None
+    ensemble, finish = plan
     scorer = TreeScorer(graph, ensemble, finish, library)
     return scorer if _agrees(scorer, session, ensemble, graph) else None
 
@@ -194,15 +194,14 @@ def _recognise(proto: onnx.ModelProto) -> _Graph | None:
     return _Graph(inputs, [int(shapes[i]) for i in inputs], tree, outputs)
 
 
-def _plan(node: Node) -> tuple[Ensemble | None, Finish]:
-    """The tables and the numpy post-processing for this node, or (None, _) if unsupported."""
+Plan = tuple[Ensemble, Finish] | None  # the tables and the post-processing, or unsupported
+
+
+def _plan(node: Node) -> Plan:
+    """The tables and the numpy post-processing for this node, or None if unsupported."""
     if node.op_type == "TreeEnsembleRegressor":
         return _regressor(node)
     return _classifier(node)
-
-
-def _unsupported(_: np.ndarray) -> dict[int, np.ndarray]:
-    raise AssertionError("unreachable: the ensemble was not supported")
 
 
 def _scored(ensemble: Ensemble) -> list[bool] | None:
@@ -226,16 +225,16 @@ def _scored(ensemble: Ensemble) -> list[bool] | None:
     return scored
 
 
-def _regressor(node: Node) -> tuple[Ensemble | None, Finish]:
+def _regressor(node: Node) -> Plan:
     aggregate = node.attr("aggregate_function", "SUM")
     transform = node.attr("post_transform", "NONE")
     targets = int(node.attr("n_targets", 0))
     if aggregate not in ("SUM", "AVERAGE") or transform != "NONE" or targets < 1:
-        return None, _unsupported
+        return None
     ensemble = parse(node, "target", targets, first_weight_only=targets == 1)
     has = _scored(ensemble)
     if has is None:
-        return None, _unsupported
+        return None
     base = _base(node)
     trees = np.float32(len(ensemble.roots))
     scored = np.asarray(has)
@@ -254,15 +253,15 @@ def _regressor(node: Node) -> tuple[Ensemble | None, Finish]:
     return ensemble, finish
 
 
-def _classifier(node: Node) -> tuple[Ensemble | None, Finish]:
+def _classifier(node: Node) -> Plan:
     transform = node.attr("post_transform", "NONE")
     labels = _labels(node)
     if transform not in ("NONE", "LOGISTIC", "SOFTMAX") or labels is None or len(labels) < 2:
-        return None, _unsupported
+        return None
     ensemble = parse(node, "class", len(labels), first_weight_only=False)
     has = _scored(ensemble)
     if has is None:
-        return None, _unsupported
+        return None
     base = _base(node)
     if len(labels) > 2:
         return _multiclass(ensemble, has, labels, base, transform)
@@ -271,10 +270,10 @@ def _classifier(node: Node) -> tuple[Ensemble | None, Finish]:
 
 def _multiclass(
     ensemble: Ensemble, has: list[bool], labels: np.ndarray, base: np.ndarray, transform: str
-):
+) -> Plan:
     classes = len(labels)
     if len(base) > classes or not all(k < len(base) or has[k] for k in range(classes)):
-        return None, _unsupported  # a class without a score: onnxruntime's bookkeeping
+        return None  # a class without a score: onnxruntime's bookkeeping
     padded = np.zeros(classes, dtype=np.float32)
     padded[: len(base)] = base
 
@@ -292,7 +291,7 @@ def _binary(
     labels: np.ndarray,
     base: np.ndarray,
     transform: str,
-):
+) -> Plan:
     """onnxruntime's two-class FinalizeScores and write_scores (see sqlml.export.trees._binary)
     for outputs scored by every leaf or by none."""
     class_ids = {int(i) for i in node.attrs.get("class_ids", [])}
@@ -302,7 +301,7 @@ def _binary(
     h0, h1 = has
     bases = len(base)
     if bases not in (0, 1, 2) or (bases == 1 and not one_class and not h1):
-        return None, _unsupported
+        return None
     if not one_class and labels.dtype != object:
         labels = np.asarray([0, 1], dtype=np.int64)  # onnxruntime answers literal 1 / 0 here
     threshold = np.float32(0.5 if one_class and all_positive else 0.0)

@@ -2,7 +2,7 @@
  *
  * Why our own: onnxruntime's TreeEnsemble kernel walks one row through one tree at a time;
  * walking a block of rows through a tree level by level keeps the tree in cache and lets the
- * CPU overlap the rows' loads, about 3-4x faster per core on a 100-tree depth-6 ensemble.
+ * CPU overlap the rows' loads, about 2.6x faster per core on a 100-tree depth-6 ensemble.
  *
  * Semantics match onnxruntime's (float32 inputs and weights): a branch node sends a row to its
  * true child when `x <= threshold` (or `x < threshold` for strict nodes) and a NaN to the side

@@ -2,7 +2,7 @@
 
 One intra-op thread per session: parallelism comes from DuckDB calling the UDF from several
 threads at once (onnxruntime releases the GIL), which measured faster and steadier on 2 cores.
-A graph that is one tree ensemble is scored by `sqlml.runtimes.trees` (3-4x faster per core)
+A graph that is one tree ensemble is scored by `sqlml.runtimes.trees` (2.6x faster per core)
 once it has answered a probe exactly like the session; `SQLML_TREE_WALKER=0` turns that off.
 """
 

@@ -53,7 +53,28 @@ def sklearn_inputs(model: object, inputs: dict[str, str] | list[str] | None) -> 
                 "or pass inputs=[...] naming its columns"
             )
         names = [str(n) for n in fitted]
-    return {name: "float32" for name in names}
+    strings = _string_columns(model, names)
+    return {name: "string" if name in strings else "float32" for name in names}
+
+
+def _string_columns(model: object, names: list[str]) -> set[str]:
+    """Columns that a fitted encoder (OneHotEncoder, OrdinalEncoder ...) saw as strings: its
+    categories are str. They need a string input; every other column is read as float32."""
+    first = _steps(model)[0]
+    if hasattr(first, "transformers_"):  # a ColumnTransformer: (name, transformer, columns)
+        parts = [(transformer, columns) for _, transformer, columns in first.transformers_]
+    else:
+        parts = [(first, names)]
+    found: set[str] = set()
+    for transformer, columns in parts:
+        if isinstance(transformer, str) or isinstance(columns, str):
+            continue  # "drop" / "passthrough", or a column handed over as a 1-D array
+        for step in _steps(transformer):
+            fitted = getattr(step, "categories_", None)  # one array per column of the step
+            for column, categories in zip(columns, fitted if isinstance(fitted, list) else []):
+                if isinstance(column, str) and any(isinstance(c, str) for c in categories):
+                    found.add(column)
+    return found
 
 
 def _onnx_type(dtype: str):
@@ -91,6 +112,12 @@ def sklearn_to_onnx(model: object, inputs: dict[str, str]) -> bytes:
             proto = _convert_with_concat(model, inputs, options)
     except MissingShapeCalculator as error:
         raise ArtifactError(f"scikit-learn model cannot be converted to ONNX: {error}") from None
+    except (ValueError, TypeError) as error:
+        given = ", ".join(f"{name}: {dtype}" for name, dtype in inputs.items())
+        raise ArtifactError(
+            f"scikit-learn model cannot be converted to ONNX with inputs ({given}): {error}; "
+            "pass inputs={'<column>': 'string' | 'float32' | 'int64', ...} to type them"
+        ) from None
     classes = getattr(model, "classes_", None)
     if classes is not None:
         entry = proto.metadata_props.add()

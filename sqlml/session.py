@@ -544,11 +544,11 @@ class Database:
             return "onnx", model.SerializeToString(), "onnx.ModelProto"
         if convert.is_sklearn_model(model):
             columns = convert.sklearn_inputs(model, inputs)
-            return (
-                "onnx",
-                convert.sklearn_to_onnx(model, columns),
-                f"sklearn:{type(model).__name__}",
-            )
+            try:
+                data = convert.sklearn_to_onnx(model, columns)
+            except ArtifactError as error:
+                raise ArtifactError(f"model {name}: {error}") from None
+            return "onnx", data, f"sklearn:{type(model).__name__}"
         if convert.is_keras_model(model):
             with tempfile.TemporaryDirectory(prefix="sqlml-keras-") as folder:
                 return (

@@ -6,6 +6,7 @@ import json
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import PROBA_TOL
 from skl2onnx import to_onnx
@@ -121,6 +122,38 @@ def test_corrupt_artifact_leaves_registry_unchanged(db, tmp_path, cancer_lr):
     with pytest.raises(ArtifactError, match="without saved_model.pb"):
         db.register_model("cancer", empty_dir)
     assert catalog_state(db) == before
+
+
+def test_string_columns_of_a_pipeline_are_read_from_its_encoder(db):
+    """A DataFrame-fitted pipeline with a categorical column registers without `inputs=`;
+    where the column cannot be traced to its encoder, the error names the model and the fix."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"spend": rng.normal(size=300), "plan": rng.choice(["a", "b"], 300)})
+    y = (frame.plan == "b").astype(int)
+    by_name = make_column_transformer((OneHotEncoder(), ["plan"]), remainder="passthrough")
+    model = make_pipeline(by_name, RandomForestClassifier(5, random_state=0)).fit(frame, y)
+    version = db.register_model("plans", model)
+    assert {t.name: t.dtype for t in version.signature.inputs} == {
+        "spend": "float32",
+        "plan": "string",
+    }
+    before = catalog_state(db)
+    by_index = make_column_transformer((OneHotEncoder(), [1]), remainder="passthrough")
+    hidden = make_pipeline(by_index, RandomForestClassifier(5, random_state=0)).fit(frame, y)
+    with pytest.raises(
+        ArtifactError,
+        match=r"model plans: scikit-learn model cannot be converted to ONNX with inputs "
+        r"\(spend: float32, plan: float32\).*pass inputs=\{'<column>': 'string'",
+    ):
+        db.register_model("plans", hidden)
+    assert catalog_state(db) == before
+    version = db.register_model("plans", hidden, inputs={"spend": "float32", "plan": "string"})
+    assert version.version == 2
 
 
 def test_failure_inside_the_transaction_rolls_back(db, cancer_lr, monkeypatch):

@@ -13,7 +13,9 @@ import threading
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pandas as pd
 import pytest
+from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -24,8 +26,9 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
+from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 import sqlml
@@ -159,6 +162,24 @@ def test_regressors_match_onnxruntime_bit_for_bit(case):
     np.testing.assert_allclose(ours, estimator.predict(x), rtol=1e-5, atol=1e-3)
 
 
+def test_unbalanced_trees_walk_only_the_rows_not_yet_at_a_leaf():
+    """Deep unbalanced trees switch to a list of the rows still walking; balanced ones stay
+    level by level; both give the same bits."""
+    x, y = _data(load_breast_cancer, missing=True)
+    forest = RandomForestClassifier(n_estimators=10, random_state=0)  # unlimited depth
+    forest.fit(np.nan_to_num(x), y)
+    runtime = OnnxRuntime(_onnx(forest, x), "forest")
+    scorer = runtime.tree_scorer
+    assert (scorer._every < scorer._depths).all()  # every tree is listed from some level on
+    gbdt = GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=0)
+    gbdt_scorer = OnnxRuntime(_onnx(gbdt.fit(np.nan_to_num(x), y), x), "gbdt").tree_scorer
+    assert (gbdt_scorer._every == gbdt_scorer._depths).all()
+    edge = _edge_rows(x, _onnx(forest, x))
+    listed = scorer.scores(edge)
+    scorer._every = scorer._depths.copy()  # the same trees walked level by level throughout
+    np.testing.assert_array_equal(scorer.scores(edge), listed)
+
+
 def _hand_made_regressor(modes: list[str], missing_true: list[int]) -> bytes:
     """One tree over two features: root (feature 0, 0.5) -> node (feature 1, -1.0) | leaf."""
     node = onnx.helper.make_node(
@@ -215,16 +236,81 @@ def test_every_ordering_mode_and_nan_side_matches_onnxruntime(modes, missing_tru
     assert len(np.unique(want)) >= 4  # the grid reaches several leaves of each tree
 
 
-def test_graphs_that_are_not_a_bare_ensemble_stay_on_onnxruntime(monkeypatch):
+def _customers(rows: int = 3_000) -> tuple[pd.DataFrame, np.ndarray]:
+    """Two float columns with missing values and one categorical string column."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "age": rng.normal(40, 12, rows).astype(np.float32),
+            "spend": rng.gamma(2.0, 50.0, rows).astype(np.float32),
+            "plan": rng.choice(["basic", "plus", "pro"], rows),
+        }
+    )
+    y = ((frame.age > 40) ^ (frame.plan == "plus")) | (frame.spend > 180)
+    frame.loc[rng.random(rows) < 0.05, "spend"] = np.nan
+    return frame, y.to_numpy().astype(int)
+
+
+def _one_hot_forest():
+    encode = make_column_transformer((OneHotEncoder(), ["plan"]), remainder=SimpleImputer())
+    forest = RandomForestClassifier(n_estimators=21, random_state=0)  # odd: no 50:50 votes
+    return make_pipeline(encode, forest)
+
+
+PIPELINES = {
+    "one_hot_then_forest": _one_hot_forest,
+    "imputer_then_gbdt": lambda: make_pipeline(
+        SimpleImputer(), GradientBoostingClassifier(n_estimators=30, random_state=0)
+    ),
+    "scaler_then_histgb_regressor": lambda: make_pipeline(  # NaN passes the scaler
+        StandardScaler(), HistGradientBoostingRegressor(max_iter=30, random_state=0)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PIPELINES))
+def test_pipelines_run_their_steps_in_onnxruntime_and_their_trees_on_the_walker(case):
+    frame, y = _customers()
+    columns = ["age", "spend", "plan"] if case.startswith("one_hot") else ["age", "spend"]
+    x = frame[columns]
+    target = frame.age.fillna(0).to_numpy() * 2 + y if case.endswith("regressor") else y
+    estimator = PIPELINES[case]().fit(x, target)
+    types = {c: "string" if c == "plan" else "float32" for c in columns}
+    data = sklearn_to_onnx(estimator, types)
+    runtime = OnnxRuntime(data, case)
+    assert runtime.tree_scorer is not None and runtime.tree_scorer._prefix is not None
+    feed = {c: x[[c]].to_numpy().astype(object if c == "plan" else np.float32) for c in columns}
+    got = runtime.predict(feed)
+    names = [o.name for o in _session(data).get_outputs()]
+    want = dict(zip(names, _session(data).run(None, feed)))
+    assert sorted(got) == sorted(want)
+    for name in names:  # the same steps (onnxruntime's), then the same float32 tree sums
+        assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape
+        if name == "probabilities":
+            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=ORT_TOL)
+        else:
+            np.testing.assert_array_equal(got[name], want[name])
+    if case.endswith("regressor"):
+        # scikit-learn scales in float64, ONNX in float32: rows on the fine age splits flip
+        # (2.5% here, the same in onnxruntime); the rest agree to float32 rounding
+        close = np.isclose(got["variable"][:, 0], estimator.predict(x), rtol=1e-5, atol=1e-3)
+        assert close.mean() > 0.95
+    else:
+        np.testing.assert_allclose(got["probabilities"], estimator.predict_proba(x), atol=PROBA_TOL)
+        np.testing.assert_array_equal(got["label"], estimator.predict(x))
+
+
+def test_graphs_the_walker_cannot_reproduce_stay_on_onnxruntime(monkeypatch):
     x, y = _data(load_breast_cancer)
-    pipeline = make_pipeline(StandardScaler(), GradientBoostingClassifier(n_estimators=5))
-    pipeline.fit(x, y)
-    assert OnnxRuntime(_onnx(pipeline, x), "pipeline").tree_scorer is None
     equality = _hand_made_regressor(["BRANCH_EQ", "BRANCH_LEQ", "BRANCH_LEQ"], [0, 0, 0])
     assert OnnxRuntime(equality, "equality").tree_scorer is None
+    after = onnx.load_model_from_string(_hand_made_regressor(["BRANCH_LEQ"] * 3, [0, 0, 0]))
+    after.graph.node[0].output[0] = "raw"  # post-processing of the trees' output
+    after.graph.node.append(onnx.helper.make_node("Abs", ["raw"], ["variable"]))
+    assert OnnxRuntime(after.SerializeToString(), "post_processed").tree_scorer is None
     forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y)
     doubles = sklearn_to_onnx(forest, dict.fromkeys(_names(x), "float64"))
-    assert OnnxRuntime(doubles, "doubles").tree_scorer is None
+    assert OnnxRuntime(doubles, "doubles").tree_scorer is None  # double splits compare apart
     monkeypatch.setenv("SQLML_TREE_WALKER", "0")
     assert OnnxRuntime(_onnx(forest, x), "switched_off").tree_scorer is None
 
@@ -235,16 +321,17 @@ def test_a_walker_that_disagrees_with_onnxruntime_is_not_used():
     estimator = GradientBoostingClassifier(n_estimators=10, random_state=0).fit(x, y)
     data = _onnx(estimator, x)
     proto = onnx.load_model_from_string(data)
-    scorer = trees.tree_scorer(proto, _session(data), "gbdt")
+    scorer = trees.tree_scorer(proto, "gbdt")
     assert scorer is not None
     graph = trees._recognise(proto)
     ensemble, _ = trees._plan(trees.Node(graph.tree, "gbdt", 1, {}))  # type: ignore[misc]
-    assert trees._agrees(scorer, _session(data), ensemble, graph)
+    reference = trees._session(trees._alone(proto, graph.tree))
+    assert trees._agrees(scorer, reference, ensemble)
     branches = scorer._nodes["feature"] != 0
     scorer._nodes["threshold"][branches] = np.nextafter(  # one float step off: caught
         scorer._nodes["threshold"][branches], np.float32(np.inf)
     )
-    assert not trees._agrees(scorer, _session(data), ensemble, graph)
+    assert not trees._agrees(scorer, reference, ensemble)
 
 
 def test_concurrent_callers_get_the_same_answers():
@@ -276,8 +363,6 @@ def test_ml_predict_over_a_duckdb_table_uses_the_walker(tmp_path):
     rows = np.repeat(x, 30, axis=0)  # ~17k rows: several DuckDB chunks on both threads
     db = sqlml.connect(tmp_path / "trees.duckdb")
     try:
-        import pandas as pd
-
         frame = pd.DataFrame(rows, columns=_names(x))
         frame.insert(0, "id", np.arange(len(frame)))
         db.con.execute("SET threads = 2")
@@ -298,3 +383,24 @@ def test_ml_predict_over_a_duckdb_table_uses_the_walker(tmp_path):
     np.testing.assert_allclose(probability, expected, atol=PROBA_TOL)
     labels = np.asarray([r[1] for r in result])
     assert (labels == estimator.predict(rows)).mean() > 0.999
+
+
+def test_ml_predict_of_a_pipeline_with_a_string_column_uses_the_walker(tmp_path):
+    frame, y = _customers(5_000)
+    estimator = _one_hot_forest().fit(frame, y)
+    db = sqlml.connect(tmp_path / "customers.duckdb")
+    try:
+        db.con.register("customer_rows", frame.assign(id=np.arange(len(frame))))
+        db.con.execute("CREATE TABLE customers AS SELECT * FROM customer_rows")
+        db.register_model("churn", estimator, label="y", nulls="nan")  # plan read as a string
+        runtime = db.runtime(db.model("churn"))
+        assert runtime.tree_scorer is not None and runtime.tree_scorer._prefix is not None
+        result = db.sql(
+            "SELECT id, predicted_y, predicted_y_probs FROM ML.PREDICT(MODEL churn, "
+            "TABLE customers) ORDER BY id"
+        ).fetchall()
+    finally:
+        db.close()
+    probability = np.asarray([next(p["prob"] for p in r[2] if p["label"] == 1) for r in result])
+    np.testing.assert_allclose(probability, estimator.predict_proba(frame)[:, 1], atol=PROBA_TOL)
+    np.testing.assert_array_equal([r[1] for r in result], estimator.predict(frame))

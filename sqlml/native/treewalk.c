@@ -4,6 +4,13 @@
  * walking a block of rows through a tree level by level keeps the tree in cache and lets the
  * CPU overlap the rows' loads, about 2.6x faster per core on a 100-tree depth-6 ensemble.
  *
+ * Unbalanced trees (leaf-wise boosting, unlimited-depth forests) reach some leaves far sooner
+ * than others: from a level the caller picks per tree (`every`), the block keeps a list of the
+ * rows still walking, so a row stops costing anything once it is at its leaf. A listed step
+ * costs more, so balanced trees are walked level by level throughout. Measured per core against
+ * onnxruntime: 2.3x (100 trees, depth 6, balanced), 1.5x (HistGradientBoosting, 31 leaves,
+ * depth ~10; 1.2x without the list), 2.2x (a forest of unlimited depth; 1.4x without).
+ *
  * Semantics match onnxruntime's (float32 inputs and weights): a branch node sends a row to its
  * true child when `x <= threshold` (or `x < threshold` for strict nodes) and a NaN to the side
  * recorded by its flag; a leaf points to itself, so extra levels leave it where it is; scores
@@ -15,14 +22,16 @@
  */
 #include <stdint.h>
 
-#define SQLML_TREEWALK_ABI 3
+#define SQLML_TREEWALK_ABI 4
 #define FEATURE_BITS 0x00FFFFFF
+#define TRUE_LEAF_FLAG (1 << 27)  /* the true child is a leaf */
+#define FALSE_LEAF_FLAG (1 << 28) /* the false child is a leaf */
 #define STRICT_FLAG (1 << 29)  /* x < threshold instead of x <= threshold */
 #define NAN_TRUE_FLAG (1 << 30) /* a NaN goes to the true child */
 #define BLOCK 128
 
 typedef struct {
-    int32_t feature; /* feature index | STRICT_FLAG | NAN_TRUE_FLAG */
+    int32_t feature; /* feature index | the flags above */
     float threshold;
     int32_t next_true;
     int32_t next_false;
@@ -30,13 +39,15 @@ typedef struct {
 
 int sqlml_treewalk_abi(void) { return SQLML_TREEWALK_ABI; }
 
-/* The child a row goes to, without a branch: a jump on a data-dependent split mispredicts half
- * the time (3x slower than onnxruntime), and GCC turns `a | b` of plain C comparisons back into
- * jumps. On x86 the comparisons are SSE masks (all ones or zero), which it leaves alone. */
+/* The child a row goes to (and whether it is a leaf), without a branch: a jump on a
+ * data-dependent split mispredicts half the time (3x slower than onnxruntime), and GCC turns
+ * `a | b` of plain C comparisons back into jumps. On x86 the comparisons are SSE masks (all
+ * ones or zero), which it leaves alone. */
 #if defined(__SSE2__)
 #include <emmintrin.h>
 
-static inline int32_t step(const sqlml_node *nodes, int32_t index, const float *row, int strict) {
+static inline int32_t step(const sqlml_node *nodes, int32_t index, const float *row, int strict,
+                           int32_t *at_leaf) {
     const sqlml_node *node = &nodes[index];
     int32_t feature = node->feature;
     __m128 value = _mm_set_ss(row[feature & FEATURE_BITS]);
@@ -50,10 +61,12 @@ static inline int32_t step(const sqlml_node *nodes, int32_t index, const float *
     int32_t missing = _mm_cvtsi128_si32(_mm_castps_si128(_mm_cmpunord_ss(value, value)));
     mask |= missing & -((feature >> 30) & 1);
     int32_t on_true = node->next_true, on_false = node->next_false;
+    *at_leaf = ((feature >> 28) ^ (((feature >> 27) ^ (feature >> 28)) & mask)) & 1;
     return on_false ^ ((on_false ^ on_true) & mask);
 }
 #else
-static inline int32_t step(const sqlml_node *nodes, int32_t index, const float *row, int strict) {
+static inline int32_t step(const sqlml_node *nodes, int32_t index, const float *row, int strict,
+                           int32_t *at_leaf) {
     const sqlml_node *node = &nodes[index];
     int32_t feature = node->feature;
     float value = row[feature & FEATURE_BITS];
@@ -62,25 +75,56 @@ static inline int32_t step(const sqlml_node *nodes, int32_t index, const float *
     go_true |= (value != value) & ((feature >> 30) & 1);
     int32_t mask = -go_true;
     int32_t on_true = node->next_true, on_false = node->next_false;
+    *at_leaf = ((feature >> 28) ^ (((feature >> 27) ^ (feature >> 28)) & mask)) & 1;
     return on_false ^ ((on_false ^ on_true) & mask);
 }
 #endif
 
 /* One block of rows through every tree; `strict` is a constant in each caller, so the compiler
- * drops the strict comparison from the common all-`<=` ensembles. */
+ * drops the strict comparison from the common all-`<=` ensembles. Every row walks the first
+ * `every[t]` levels of tree t; below them, only the rows not yet at a leaf, listed without a
+ * branch (the parent's flags say whether the child a row went to is a leaf). */
 static inline void walk_block(const sqlml_node *nodes, const int32_t *roots,
-                              const int32_t *depths, int32_t trees, const float *leaf_weights,
-                              int32_t outputs, const float *block, int n, int32_t features,
-                              float *out, int strict) {
+                              const int32_t *depths, const int32_t *every, int32_t trees,
+                              const float *leaf_weights, int32_t outputs, const float *block,
+                              int n, int32_t features, float *out, int strict) {
     int32_t index[BLOCK];
+    int32_t active[2 * BLOCK];
     float sums[BLOCK];
     for (int i = 0; i < n * outputs; i++) out[i] = 0.0f;
     for (int r = 0; r < n; r++) sums[r] = 0.0f;
     for (int32_t t = 0; t < trees; t++) {
+        int32_t plain = every[t] < depths[t] ? every[t] : depths[t];
         for (int r = 0; r < n; r++) index[r] = roots[t];
-        for (int32_t level = 0; level < depths[t]; level++) {
+        for (int32_t level = 0; level < plain; level++) {
+            int32_t at_leaf;
             for (int r = 0; r < n; r++) {
-                index[r] = step(nodes, index[r], block + (int64_t)r * features, strict);
+                index[r] = step(nodes, index[r], block + (int64_t)r * features, strict, &at_leaf);
+            }
+        }
+        if (plain < depths[t]) {
+            /* two lists, read one and write the other: a store into the list being read
+             * would make each row wait for the previous row's step */
+            int32_t *walking = active, *next = active + BLOCK;
+            int count = 0;
+            for (int r = 0; r < n; r++) {
+                walking[count] = r;
+                count += nodes[index[r]].next_true != index[r];
+            }
+            for (int32_t level = plain; level < depths[t] && count > 0; level++) {
+                int kept = 0;
+                for (int i = 0; i < count; i++) {
+                    int r = walking[i];
+                    int32_t at_leaf;
+                    index[r] = step(nodes, index[r], block + (int64_t)r * features, strict,
+                                    &at_leaf);
+                    next[kept] = r;
+                    kept += 1 - at_leaf; /* from the parent's flags: no load of the child */
+                }
+                int32_t *swap = walking;
+                walking = next;
+                next = swap;
+                count = kept;
             }
         }
         if (outputs == 1) {
@@ -99,19 +143,19 @@ static inline void walk_block(const sqlml_node *nodes, const int32_t *roots,
 
 /* scores[rows, outputs] = sum over trees of leaf_weights[leaf reached, outputs]. */
 void sqlml_tree_scores(const sqlml_node *nodes, const int32_t *roots, const int32_t *depths,
-                       int32_t trees, const float *leaf_weights, int32_t outputs,
-                       const float *x, int64_t rows, int32_t features, float *scores,
-                       int32_t any_strict) {
+                       const int32_t *every, int32_t trees, const float *leaf_weights,
+                       int32_t outputs, const float *x, int64_t rows, int32_t features,
+                       float *scores, int32_t any_strict) {
     for (int64_t start = 0; start < rows; start += BLOCK) {
         int n = rows - start < BLOCK ? (int)(rows - start) : BLOCK;
         const float *block = x + start * features;
         float *out = scores + start * outputs;
         if (any_strict) {
-            walk_block(nodes, roots, depths, trees, leaf_weights, outputs, block, n, features,
-                       out, 1);
+            walk_block(nodes, roots, depths, every, trees, leaf_weights, outputs, block, n,
+                       features, out, 1);
         } else {
-            walk_block(nodes, roots, depths, trees, leaf_weights, outputs, block, n, features,
-                       out, 0);
+            walk_block(nodes, roots, depths, every, trees, leaf_weights, outputs, block, n,
+                       features, out, 0);
         }
     }
 }

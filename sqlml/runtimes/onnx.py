@@ -1,9 +1,10 @@
-"""ONNX models through onnxruntime, or through sqlml's tree walker for bare tree ensembles.
+"""ONNX models through onnxruntime, or through sqlml's tree walker for tree ensembles.
 
 One intra-op thread per session: parallelism comes from DuckDB calling the UDF from several
 threads at once (onnxruntime releases the GIL), which measured faster and steadier on 2 cores.
-A graph that is one tree ensemble is scored by `sqlml.runtimes.trees` (2.6x faster per core)
-once it has answered a probe exactly like the session; `SQLML_TREE_WALKER=0` turns that off.
+A graph that ends in one tree ensemble is scored by `sqlml.runtimes.trees` (2.6x faster per
+core; steps before the trees stay in onnxruntime) once the walker has answered a probe exactly
+like onnxruntime; `SQLML_TREE_WALKER=0` turns that off.
 """
 
 from __future__ import annotations
@@ -85,14 +86,14 @@ class OnnxRuntime:
         if os.environ.get("SQLML_TREE_WALKER", "1") != "0":
             from sqlml.runtimes.trees import tree_scorer
 
-            self.tree_scorer = tree_scorer(proto, self.session, model)
+            self.tree_scorer = tree_scorer(proto, model)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.tree_scorer is not None:
-            return self.tree_scorer.predict(inputs)
         feed = {
             t.name: np.asarray(inputs[t.name], dtype=NUMPY_TYPES[t.dtype])
             for t in self.signature.inputs
         }
+        if self.tree_scorer is not None:
+            return self.tree_scorer.predict(feed)
         results = self.session.run(self._output_names, feed)
         return dict(zip(self._output_names, results))

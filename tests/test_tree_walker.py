@@ -177,6 +177,7 @@ def test_unbalanced_trees_walk_only_the_rows_not_yet_at_a_leaf():
     edge = _edge_rows(x, _onnx(forest, x))
     listed = scorer.scores(edge)
     scorer._every = scorer._depths.copy()  # the same trees walked level by level throughout
+    scorer._tables = scorer._pointers()
     np.testing.assert_array_equal(scorer.scores(edge), listed)
 
 

@@ -125,6 +125,20 @@ class TreeScorer:
         self._any_strict = int((self._nodes["feature"] & STRICT_FLAG).any())
         self._finish = finish
         self._prefix = prefix
+        self._tables = self._pointers()
+
+    def _pointers(self) -> tuple:
+        """The C call's constant arguments, converted once: `.ctypes.data` costs ~1 us each,
+        which a one-row request (the server) would pay on every call."""
+        return (
+            self._nodes.ctypes.data,
+            self._roots.ctypes.data,
+            self._depths.ctypes.data,
+            self._every.ctypes.data,
+            len(self._roots),
+            self._weights.ctypes.data,
+            self.outputs,
+        )
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Summed leaf weights [rows, outputs] (float32) for a float32 matrix [rows, features]."""
@@ -133,13 +147,7 @@ class TreeScorer:
             raise ArtifactError(f"the trees read {self.features} features, got shape {x.shape}")
         scores = np.empty((x.shape[0], self.outputs), dtype=np.float32)
         self._library.sqlml_tree_scores(
-            self._nodes.ctypes.data,
-            self._roots.ctypes.data,
-            self._depths.ctypes.data,
-            self._every.ctypes.data,
-            len(self._roots),
-            self._weights.ctypes.data,
-            self.outputs,
+            *self._tables,
             x.ctypes.data,
             x.shape[0],
             x.shape[1],
@@ -159,7 +167,7 @@ class TreeScorer:
             (x,) = self._prefix.run([self.graph.tree.input[0]], inputs)
         else:
             columns = [np.asarray(inputs[name], dtype=np.float32) for name in self.graph.inputs]
-            columns = [c.reshape(len(c), -1) for c in columns]
+            columns = [c if c.ndim == 2 else c.reshape(len(c), -1) for c in columns]
             x = columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
         results = self.ensemble_outputs(x)
         return {name: results[index] for name, index in self.graph.outputs.items()}
@@ -443,8 +451,11 @@ def _binary(
         if one_class and all_positive:  # onnxruntime 1.31: [1 - p, p], p after LOGISTIC
             p = _logistic(first) if transform == "LOGISTIC" else first
             two = np.stack([np.float32(1) - p, p], axis=1)
-        elif transform == "LOGISTIC":
-            two = np.stack([_logistic(-first), _logistic(first)], axis=1)
+        elif transform == "LOGISTIC":  # [logistic(-s), logistic(s)] with one exp
+            v = _logistic_magnitude(first)
+            two = np.empty((len(first), 2), dtype=np.float32)
+            two[:, 0] = np.where(first > 0, np.float32(1) - v, v)
+            two[:, 1] = np.where(first < 0, np.float32(1) - v, v)
         else:
             two = np.stack([zero - first, first], axis=1)
         return {0: label, 1: two}
@@ -467,8 +478,12 @@ def _base(node: Node) -> np.ndarray:
 
 def _logistic(x: np.ndarray) -> np.ndarray:
     """onnxruntime's ComputeLogistic: 1/(1+exp(-|x|)), mirrored for negative x, in float32."""
-    v = np.float32(1) / (np.float32(1) + np.exp(-np.abs(x)))
+    v = _logistic_magnitude(x)
     return np.where(x < 0, np.float32(1) - v, v).astype(np.float32)
+
+
+def _logistic_magnitude(x: np.ndarray) -> np.ndarray:
+    return np.float32(1) / (np.float32(1) + np.exp(-np.abs(x)))
 
 
 def _transform(scores: np.ndarray, transform: str) -> np.ndarray:

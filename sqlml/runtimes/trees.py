@@ -195,7 +195,7 @@ def tree_scorer(proto: onnx.ModelProto, model: str) -> TreeScorer | None:
     try:
         prefix = _float_matrix_session(graph.prefix, graph.tree.input[0])
         expected = _session(_alone(proto, graph.tree))
-    except _NotFloat:
+    except _CannotSplit:
         return None
     scorer = TreeScorer(graph, ensemble, finish, library, prefix)
     return scorer if _agrees(scorer, expected, ensemble) else None
@@ -294,8 +294,9 @@ def _model_like(proto: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelPro
     )
 
 
-class _NotFloat(Exception):
-    """The steps before the ensemble do not give it a float32 matrix, or do not load alone."""
+class _CannotSplit(Exception):
+    """The graph cannot be cut at the ensemble: the steps before it do not give it a float32
+    matrix, or a part does not load as a model of its own."""
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -307,7 +308,7 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
     except Exception as error:  # onnxruntime raises many unrelated types
-        raise _NotFloat(str(error)) from None
+        raise _CannotSplit(str(error)) from None
 
 
 def _float_matrix_session(
@@ -318,7 +319,7 @@ def _float_matrix_session(
     session = _session(prefix)
     (output,) = session.get_outputs()
     if output.name != matrix or output.type != "tensor(float)":
-        raise _NotFloat(f"{matrix} is {output.type}")  # double splits compare differently
+        raise _CannotSplit(f"{matrix} is {output.type}")  # double splits compare differently
     return session
 
 

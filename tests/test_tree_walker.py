@@ -33,6 +33,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 import sqlml
 from sqlml.convert import sklearn_to_onnx
+from sqlml.errors import ArtifactError
 from sqlml.runtimes import trees
 from sqlml.runtimes.onnx import OnnxRuntime
 
@@ -314,6 +315,25 @@ def test_graphs_the_walker_cannot_reproduce_stay_on_onnxruntime(monkeypatch):
     assert OnnxRuntime(doubles, "doubles").tree_scorer is None  # double splits compare apart
     monkeypatch.setenv("SQLML_TREE_WALKER", "0")
     assert OnnxRuntime(_onnx(forest, x), "switched_off").tree_scorer is None
+
+
+def test_steps_that_feed_the_trees_too_few_features_get_an_error_not_a_stray_read():
+    """The C code trusts the row width: a pipeline whose steps give fewer columns than the
+    trees read (a tampered artifact) must be stopped in Python, naming the model."""
+    proto = onnx.load_model_from_string(_hand_made_regressor(["BRANCH_LEQ"] * 3, [0, 0, 0]))
+    proto.graph.node[0].input[0] = "first_column"  # the trees read features 0 and 1 ...
+    starts, ends, axes = (
+        onnx.helper.make_tensor(name, onnx.TensorProto.INT64, [1], [value])
+        for name, value in (("starts", 0), ("ends", 1), ("axes", 1))
+    )
+    proto.graph.initializer.extend([starts, ends, axes])
+    cut = onnx.helper.make_node("Slice", ["X", "starts", "ends", "axes"], ["first_column"])
+    proto.graph.node.insert(0, cut)  # ... of a matrix cut down to one column
+    runtime = OnnxRuntime(proto.SerializeToString(), "tampered")
+    assert runtime.tree_scorer is not None and runtime.tree_scorer._prefix is not None
+    rows = np.ones((4, 2), dtype=np.float32)
+    with pytest.raises(ArtifactError, match=r"model tampered: its trees read 2 features, but "):
+        runtime.predict({"X": rows})
 
 
 def test_a_walker_that_disagrees_with_onnxruntime_is_not_used():

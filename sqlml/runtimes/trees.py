@@ -112,7 +112,9 @@ class TreeScorer:
         finish: Finish,
         library: ctypes.CDLL,
         prefix: ort.InferenceSession | None = None,
+        model: str = "?",
     ):
+        self.model = model
         self.graph = graph
         self.features = int(ensemble.feature.max(initial=0)) + 1  # columns the trees read
         self.outputs = ensemble.weights.shape[1]
@@ -144,7 +146,10 @@ class TreeScorer:
         """Summed leaf weights [rows, outputs] (float32) for a float32 matrix [rows, features]."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] < self.features:  # the C code trusts the row width
-            raise ArtifactError(f"the trees read {self.features} features, got shape {x.shape}")
+            raise ArtifactError(
+                f"model {self.model}: its trees read {self.features} features, but the matrix "
+                f"fed to them has shape {list(x.shape)}"
+            )
         scores = np.empty((x.shape[0], self.outputs), dtype=np.float32)
         self._library.sqlml_tree_scores(
             *self._tables,
@@ -197,7 +202,7 @@ def tree_scorer(proto: onnx.ModelProto, model: str) -> TreeScorer | None:
         expected = _session(_alone(proto, graph.tree))
     except _CannotSplit:
         return None
-    scorer = TreeScorer(graph, ensemble, finish, library, prefix)
+    scorer = TreeScorer(graph, ensemble, finish, library, prefix, model)
     return scorer if _agrees(scorer, expected, ensemble) else None
 
 

@@ -269,8 +269,10 @@ def cmd_register(args: argparse.Namespace) -> int:
         )
         inputs = ", ".join(f"{t.name} {parameter_type(t)}" for t in version.signature.inputs)
         outputs = ", ".join(t.name for t in version.signature.outputs)
+        runs_as = db.runs_as(version.ref)
     print(f"registered {version.name} version {version.version} (sha256 {version.sha256})")
     print(f"  call as {version.name}({inputs}) -> {outputs}")
+    print(f"  ML.PREDICT runs it as {runs_as}")
     return 0
 
 

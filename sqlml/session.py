@@ -709,7 +709,7 @@ class Database:
         served = {}
         for function_name, version in wanted.items():
             form = forms.get((version.name, version.version))
-            if form is not None and form.compiled and form.engine != "runtime":
+            if form is not None and form.compiled:
                 served[function_name] = form
         return served
 
@@ -815,6 +815,17 @@ class Database:
         if not self._sql_tables:
             return None
         return sqlcatalog.lookup(self.con, version.name, version.version)
+
+    def runs_as(self, ref: str | ModelRef) -> str:
+        """How ML.PREDICT (engine='auto') scores a model version, in words: its SQL form, or
+        the runtime and why it is not SQL. Says what a team sees in the speed it gets."""
+        version = self.registry.resolve(ModelRef.parse(ref) if isinstance(ref, str) else ref)
+        form = self.sql_form(ModelRef(version.name, version=version.version))
+        if form is not None and form.compiled:
+            return f'SQL: the expressions of macro sqlml."{version.ref}", no Python'
+        scorer = self.runtime(version).scorer
+        reason = form.reason if form is not None and form.reason else None
+        return f"{scorer} (not SQL: {reason})" if reason else scorer
 
     def sql_function(self, ref: ModelRef, engine: str = "auto") -> sqlcatalog.SqlFunction | None:
         """The compiled form ML.PREDICT inlines for `engine` ('auto' | 'sql'), or None to use

@@ -105,6 +105,10 @@ def test_register_prints_version_and_sha256_then_models_lists_it(ws, models):
     digest = hashlib.sha256(models.v1_path.read_bytes()).hexdigest()
     assert out.splitlines()[0] == f"registered clf version 1 (sha256 {digest})"
     assert "clf(a DOUBLE, b DOUBLE)" in out
+    assert (
+        out.splitlines()[2]
+        == '  ML.PREDICT runs it as SQL: the expressions of macro sqlml."clf@1", no Python'
+    )
     out = ok(ws, "register", "wh.duckdb", "clf", models.v2_path, "--nulls", "nan")
     assert out.startswith("registered clf version 2 (sha256 ")
 

@@ -425,3 +425,30 @@ def test_ml_predict_of_a_pipeline_with_a_string_column_uses_the_walker(tmp_path)
     probability = np.asarray([next(p["prob"] for p in r[2] if p["label"] == 1) for r in result])
     np.testing.assert_allclose(probability, estimator.predict_proba(frame)[:, 1], atol=PROBA_TOL)
     np.testing.assert_array_equal([r[1] for r in result], estimator.predict(frame))
+
+
+def test_runs_as_says_what_scores_each_model(tmp_path):
+    """What a team reads to understand the speed it gets: SQL, the walker, or onnxruntime."""
+    frame, y = _customers(2_000)
+    numbers = frame[["age", "spend"]].fillna(0)
+    db = sqlml.connect(tmp_path / "runs_as.duckdb")
+    try:
+        small = DecisionTreeClassifier(max_depth=3, random_state=0).fit(numbers, y)
+        db.register_model("small_tree", small)
+        big = GradientBoostingClassifier(n_estimators=40, max_depth=4, random_state=0)
+        db.register_model("big_gbdt", big.fit(numbers, y))
+        db.register_model("churn", _one_hot_forest().fit(frame, y))
+        db.register_model("kept_in_runtime", small, engine="runtime")
+        assert db.runs_as("small_tree") == (
+            'SQL: the expressions of macro sqlml."small_tree@1", no Python'
+        )
+        assert db.runs_as("big_gbdt").startswith("sqlml's C tree walker (not SQL: ")
+        assert "tree nodes (limit 500" in db.runs_as("big_gbdt")
+        assert db.runs_as("churn").startswith(
+            "onnxruntime for the steps before the trees, then sqlml's C tree walker (not SQL: "
+        )
+        assert db.runs_as("kept_in_runtime") == (
+            "sqlml's C tree walker (not SQL: registered with engine='runtime')"
+        )
+    finally:
+        db.close()

@@ -18,6 +18,11 @@ class Runtime(Protocol):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
+    @property
+    def scorer(self) -> str:
+        """What computes the predictions, in words (`sqlml models`, `Database.runs_as`)."""
+        ...
+
 
 def load_runtime(fmt: str, data: bytes, model: str) -> Runtime:
     """Load an artifact (already sha256-verified) into its runtime."""

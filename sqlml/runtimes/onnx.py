@@ -88,6 +88,14 @@ class OnnxRuntime:
 
             self.tree_scorer = tree_scorer(proto, model)
 
+    @property
+    def scorer(self) -> str:
+        if self.tree_scorer is None:
+            return "onnxruntime"
+        if self.tree_scorer.graph.prefix is None:
+            return "sqlml's C tree walker"
+        return "onnxruntime for the steps before the trees, then sqlml's C tree walker"
+
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {
             t.name: np.asarray(inputs[t.name], dtype=NUMPY_TYPES[t.dtype])

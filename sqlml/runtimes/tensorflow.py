@@ -65,6 +65,10 @@ class TensorFlowRuntime:
         """The `serving_default` concrete function (sqlml.tf_onnx translates its graph)."""
         return self._function
 
+    @property
+    def scorer(self) -> str:
+        return "TensorFlow (the SavedModel's serving_default)"
+
     @classmethod
     def from_archive(cls, data: bytes, model: str) -> TensorFlowRuntime:
         return cls(unpack_archive(data, model), model)

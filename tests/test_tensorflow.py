@@ -80,6 +80,8 @@ def test_keras_text_model_strings_in(db, reviews, keras_text):
     top = np.lexsort((np.arange(len(expected)), -expected))[:5]
     assert list(out["id"]) == list(top)
     assert np.abs(out["output_0"].to_numpy() - expected[top]).max() < KERAS_TOL
+    # a text network (TextVectorization) stays in TensorFlow, and says so
+    assert db.runs_as("keras_sentiment").startswith("TensorFlow (the SavedModel's serving_default)")
 
 
 def test_saved_model_folder_via_create_model(db, tmp_path, reviews, keras_text):

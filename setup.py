@@ -13,6 +13,12 @@ setup(
             sources=["sqlml/native/treewalk.c"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "sqlml._tfidf",
+            sources=["sqlml/native/tfidf.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

@@ -111,8 +111,13 @@ class ModelFunction:
             arrays, valid = self._apply_null_policy(arrays)
         if n == 0 or (valid is not None and not valid.any()):
             return pa.nulls(n, self._struct_type).cast(self._struct_type)
-        inputs = {p.name: p.to_numpy(a, self.ref) for p, a in zip(self._inputs, arrays)}
-        result = self.to_struct(self.runtime.predict(inputs), len(arrays[0]), threshold)
+        runtime = self.runtime
+        arrow_strings = getattr(runtime, "takes_arrow_strings", False)
+        inputs = {
+            p.name: a if arrow_strings and p.is_string else p.to_numpy(a, self.ref)
+            for p, a in zip(self._inputs, arrays)
+        }
+        result = self.to_struct(runtime.predict(inputs), len(arrays[0]), threshold)
         if valid is None:
             return result
         positions = np.cumsum(valid) - 1
@@ -207,13 +212,15 @@ class ModelFunction:
 class _InputPlan:
     """How one model input is read from an Arrow column, decided once from its tensor."""
 
-    __slots__ = ("name", "tensor", "dtype", "column")
+    __slots__ = ("name", "tensor", "dtype", "column", "is_string")
 
     def __init__(self, tensor: Tensor):
         self.name = tensor.name
         self.tensor = tensor
         self.dtype = np.dtype(NUMPY_TYPES[tensor.dtype])
         self.column = len(tensor.shape) != 1  # (n, 1) rather than (n,)
+        # a runtime that reads Arrow strings (sqlml's text scorer) gets the column as it is
+        self.is_string = tensor.dtype == "string" and tensor.is_scalar
 
     def to_numpy(self, array: pa.Array, ref: str) -> np.ndarray:
         if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):

@@ -36,6 +36,7 @@ from sqlml.convert import sklearn_to_onnx
 from sqlml.errors import ArtifactError
 from sqlml.runtimes import trees
 from sqlml.runtimes.onnx import OnnxRuntime
+from sqlml.runtimes.parts import single_thread_session
 
 PROBA_TOL = 1e-5  # scikit-learn sums in float64, ONNX in float32
 ORT_TOL = 5e-7  # onnxruntime's approximated logistic / softmax: a few float32 ulps
@@ -346,7 +347,7 @@ def test_a_walker_that_disagrees_with_onnxruntime_is_not_used():
     assert scorer is not None
     graph = trees._recognise(proto)
     ensemble, _ = trees._plan(trees.Node(graph.tree, "gbdt", 1, {}))  # type: ignore[misc]
-    reference = trees._session(trees._alone(proto, graph.tree))
+    reference = single_thread_session(trees._alone(proto, graph.tree))
     assert trees._agrees(scorer, reference, ensemble)
     branches = scorer._nodes["feature"] != 0
     scorer._nodes["threshold"][branches] = np.nextafter(  # one float step off: caught

@@ -12,7 +12,11 @@ FORMATS = ("onnx", "tensorflow")
 
 
 class Runtime(Protocol):
-    """A loaded model: its signature, and batch prediction on numpy arrays keyed by input name."""
+    """A loaded model: its signature, and batch prediction on numpy arrays keyed by input name.
+
+    A runtime with `takes_arrow_strings = True` (sqlml's text scorer) is given string columns
+    as the Arrow arrays DuckDB passed, not as Python objects (the UDF checks with getattr).
+    """
 
     signature: Signature
 

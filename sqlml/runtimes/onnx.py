@@ -83,13 +83,25 @@ class OnnxRuntime:
         self.signature = read_signature(proto, model)
         self._output_names = [t.name for t in self.signature.outputs]
         self.tree_scorer = None
+        self.text_scorer = None
         if os.environ.get("SQLML_TREE_WALKER", "1") != "0":
             from sqlml.runtimes.trees import tree_scorer
 
             self.tree_scorer = tree_scorer(proto, model)
+        if os.environ.get("SQLML_TEXT_SCORER", "1") != "0":
+            from sqlml.runtimes.text import text_scorer
+
+            self.text_scorer = text_scorer(proto, self.session)
+
+    @property
+    def takes_arrow_strings(self) -> bool:
+        """Whether `predict` reads string inputs as Arrow arrays (no Python objects)."""
+        return self.text_scorer is not None
 
     @property
     def scorer(self) -> str:
+        if self.text_scorer is not None:
+            return "sqlml's C TF-IDF scorer (onnxruntime for rows with non-ASCII text)"
         if self.tree_scorer is None:
             return "onnxruntime"
         if self.tree_scorer.graph.prefix is None:
@@ -97,6 +109,8 @@ class OnnxRuntime:
         return "onnxruntime for the steps before the trees, then sqlml's C tree walker"
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.text_scorer is not None:
+            return self.text_scorer.predict(inputs)
         feed = {
             t.name: np.asarray(inputs[t.name], dtype=NUMPY_TYPES[t.dtype])
             for t in self.signature.inputs

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,9 +36,17 @@ import onnxruntime as ort
 from sqlml.errors import ArtifactError
 from sqlml.export.node import Node
 from sqlml.export.tables import Ensemble, floats, parse
+from sqlml.runtimes.parts import (
+    ML_DOMAIN,
+    PROBE_ATOL,
+    PROBE_RTOL,
+    CannotSplit,
+    load_native,
+    model_like,
+    single_thread_session,
+)
 
 ABI = 4  # sqlml_treewalk_abi() of the C file this module was written for
-ML_DOMAIN = "ai.onnx.ml"
 TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 FEATURE_LIMIT = 1 << 24  # the C node packs its flags above the feature index
 TRUE_LEAF_FLAG, FALSE_LEAF_FLAG = 1 << 27, 1 << 28  # a child is a leaf: the row stops there
@@ -51,7 +58,6 @@ NODE_TYPE = np.dtype(
 LEQ, LT, GTE, GT = 1, 2, 3, 4  # sqlml.export.tables.MODES
 PROBE_ROWS = 512
 LIST_STEP, LIST_BUILD = 1.3, 1.0  # a listed row's step; building the list (plain steps)
-PROBE_RTOL, PROBE_ATOL = 1e-5, 1e-6  # onnxruntime's logistic/softmax approximations: ~1e-7
 
 Finish = Callable[[np.ndarray], dict[int, np.ndarray]]  # scores [n, k] -> ensemble outputs
 
@@ -59,15 +65,9 @@ Finish = Callable[[np.ndarray], dict[int, np.ndarray]]  # scores [n, k] -> ensem
 @functools.cache
 def native_library() -> ctypes.CDLL | None:
     """The compiled walker, or None where `pip install` could not compile it (no C compiler)."""
-    spec = importlib.util.find_spec("sqlml._treewalk")
-    if spec is None or not spec.origin:
+    library = load_native("sqlml._treewalk", "sqlml_treewalk_abi", ABI)
+    if library is None:
         return None
-    try:
-        library = ctypes.CDLL(spec.origin)
-    except OSError:
-        return None
-    if library.sqlml_treewalk_abi() != ABI:
-        return None  # a stale build from another version of the C file
     pointer = ctypes.c_void_p
     library.sqlml_tree_scores.restype = None
     library.sqlml_tree_scores.argtypes = [
@@ -199,8 +199,8 @@ def tree_scorer(proto: onnx.ModelProto, model: str) -> TreeScorer | None:
         return None
     try:
         prefix = _float_matrix_session(graph.prefix, graph.tree.input[0])
-        expected = _session(_alone(proto, graph.tree))
-    except _CannotSplit:
+        expected = single_thread_session(_alone(proto, graph.tree))
+    except CannotSplit:
         return None
     scorer = TreeScorer(graph, ensemble, finish, library, prefix, model)
     return scorer if _agrees(scorer, expected, ensemble) else None
@@ -279,7 +279,7 @@ def _steps_before(
         [onnx.helper.make_empty_tensor_value_info(matrix)],
         [i for i in proto.graph.initializer if i.name in used],
     )
-    return _model_like(proto, graph)
+    return model_like(proto, graph)
 
 
 def _alone(proto: onnx.ModelProto, tree: onnx.NodeProto) -> onnx.ModelProto:
@@ -290,30 +290,7 @@ def _alone(proto: onnx.ModelProto, tree: onnx.NodeProto) -> onnx.ModelProto:
         [onnx.helper.make_tensor_value_info(tree.input[0], onnx.TensorProto.FLOAT, [None, None])],
         [onnx.helper.make_empty_tensor_value_info(name) for name in tree.output if name],
     )
-    return _model_like(proto, graph)
-
-
-def _model_like(proto: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
-    return onnx.helper.make_model(
-        graph, opset_imports=list(proto.opset_import), ir_version=proto.ir_version
-    )
-
-
-class _CannotSplit(Exception):
-    """The graph cannot be cut at the ensemble: the steps before it do not give it a float32
-    matrix, or a part does not load as a model of its own."""
-
-
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # as sqlml runs models: tree sums in one fixed order
-    options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as error:  # onnxruntime raises many unrelated types
-        raise _CannotSplit(str(error)) from None
+    return model_like(proto, graph)
 
 
 def _float_matrix_session(
@@ -321,10 +298,10 @@ def _float_matrix_session(
 ) -> ort.InferenceSession | None:
     if prefix is None:
         return None
-    session = _session(prefix)
+    session = single_thread_session(prefix)
     (output,) = session.get_outputs()
     if output.name != matrix or output.type != "tensor(float)":
-        raise _CannotSplit(f"{matrix} is {output.type}")  # double splits compare differently
+        raise CannotSplit(f"{matrix} is {output.type}")  # double splits compare differently
     return session
 
 

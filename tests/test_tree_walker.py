@@ -353,6 +353,12 @@ def test_a_walker_that_disagrees_with_onnxruntime_is_not_used():
     scorer._nodes["threshold"][branches] = np.nextafter(  # one float step off: caught
         scorer._nodes["threshold"][branches], np.float32(np.inf)
     )
+    if scorer._complete is not None:  # the 16-row kernel's tables, built from the same nodes
+        scorer._complete = trees._complete_trees(
+            scorer._nodes, scorer._roots, scorer._depths, scorer._weights
+        )
+        assert not trees._agrees(scorer, reference, ensemble)
+        scorer._complete = None
     assert not trees._agrees(scorer, reference, ensemble)
 
 
@@ -453,3 +459,53 @@ def test_runs_as_says_what_scores_each_model(tmp_path):
         )
     finally:
         db.close()
+
+
+COMPLETE_SUPPORTED = bool(
+    trees.native_library() and trees.native_library().sqlml_treewalk_complete_supported()
+)
+KERNELS = {  # which C kernel each model gets on a CPU with AVX-512
+    "gbdt_binary": ("classifier", "16-row AVX-512"),
+    "gbdt_3_classes": ("classifier", "16-row AVX-512"),  # one class per tree
+    "decision_tree": ("classifier", "row-block walk"),  # its one tree gives all 3 classes
+    "forest_binary": ("classifier", "row-block walk"),  # every tree votes for both classes
+    "histgb_nan_binary": ("classifier", "row-block walk"),  # deeper than 8 levels
+    "gbdt": ("regressor", "16-row AVX-512"),
+}
+
+
+@pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
+@pytest.mark.parametrize("case", sorted(KERNELS))
+def test_the_16_row_kernel_gives_the_walks_bits(case):
+    """Complete trees 16 rows at a time must sum exactly what the walk sums, on threshold,
+    one-step and NaN rows, for row counts around the 16-row and 128-row blocks."""
+    kind, kernel = KERNELS[case]
+    if kind == "classifier":
+        make, dataset = CLASSIFIERS[case]
+        loader, missing = DATASETS[dataset]
+        x, y = _data(loader, missing)
+        estimator = make().set_params(random_state=0).fit(x, y)
+    else:
+        x, y = _data(load_diabetes)
+        estimator = REGRESSORS[case]().set_params(random_state=0).fit(x, y)
+    data = _onnx(estimator, x)
+    scorer = OnnxRuntime(data, case).tree_scorer
+    assert scorer.kernel == kernel
+    edge = _edge_rows(x, data, rows=2_000)
+    for rows in (1, 15, 16, 17, 127, 129, 2_000):
+        matrix = edge[:rows]
+        np.testing.assert_array_equal(scorer.scores(matrix), scorer.scores(matrix, complete=False))
+
+
+@pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
+def test_the_16_row_kernel_keeps_every_ordering_mode_and_nan_side():
+    data = _hand_made_regressor(["BRANCH_LT", "BRANCH_GTE", "BRANCH_GT"], [1, 0, 1])
+    runtime = OnnxRuntime(data, "hand_made")
+    scorer = runtime.tree_scorer
+    assert scorer.kernel == "16-row AVX-512"
+    values = np.asarray([-np.inf, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, np.inf, np.nan], np.float32)
+    values = np.concatenate([values, np.nextafter(values, np.inf), np.nextafter(values, -np.inf)])
+    grid = np.stack(np.meshgrid(values, values), axis=-1).reshape(-1, 2).astype(np.float32)
+    np.testing.assert_array_equal(scorer.scores(grid), scorer.scores(grid, complete=False))
+    (want,) = _session(data).run(None, {"X": grid})
+    np.testing.assert_array_equal(runtime.predict({"X": grid})["variable"], want)

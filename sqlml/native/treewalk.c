@@ -17,12 +17,17 @@
  * are summed in float32, tree after tree, in the order the trees are given, which makes them
  * bit-identical to onnxruntime's single-threaded sums.
  *
+ * On a CPU with AVX-512, ensembles of trees up to 8 levels deep whose trees each add to one
+ * output (gradient boosting: binary, multiclass, regression) take a second kernel at the end of
+ * this file: complete trees, 16 rows per instruction, 4x the walk per core on 100 trees of
+ * depth 6, bit-identical to it.
+ *
  * No Python.h: plain C called through ctypes, which releases the GIL for the call, so DuckDB's
  * threads score their chunks in parallel.
  */
 #include <stdint.h>
 
-#define SQLML_TREEWALK_ABI 4
+#define SQLML_TREEWALK_ABI 5
 #define FEATURE_BITS 0x00FFFFFF
 #define TRUE_LEAF_FLAG (1 << 27)  /* the true child is a leaf */
 #define FALSE_LEAF_FLAG (1 << 28) /* the false child is a leaf */
@@ -159,3 +164,123 @@ void sqlml_tree_scores(const sqlml_node *nodes, const int32_t *roots, const int3
         }
     }
 }
+
+/* ---- Complete trees, 16 rows at a time (AVX-512) -------------------------------------------
+ *
+ * Shallow trees (sklearn's gradient boosting, XGBoost's default depth 6) are padded to complete
+ * trees of one depth: a leaf above the bottom becomes a split whose two sides are that leaf
+ * again. Then a node's children are implicit (2j and 2j + 1 within the next level), the nodes
+ * of a level with up to 32 entries are looked up inside registers (one permute, no memory),
+ * and one gather per level reads the rows' feature values: 16 rows take a level in a few
+ * instructions, with no branch. Same comparisons, NaN sides and float32 sums in tree order as
+ * walk_block, so the scores are bit-identical to it.
+ *
+ * Tables per tree (level order, root first): features[2^depth - 1 + 16] (index | flags),
+ * thresholds[2^depth - 1 + 16], leaves[2^depth + 16]; the 16 extra entries keep the 16-wide
+ * loads of the last level inside the array. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SIMD_TARGET __attribute__((target("avx512f")))
+#define LANES 16
+#define COMPLETE_BLOCK 128 /* rows per pass over the trees: their values stay in L1 */
+#ifndef GROUP
+#define GROUP 8
+#endif
+
+SIMD_TARGET static inline __m512i level_lookup_epi32(const int32_t *level, int32_t size,
+                                                    __m512i j) {
+    if (size <= 16) return _mm512_permutexvar_epi32(j, _mm512_loadu_si512(level));
+    if (size == 32)
+        return _mm512_permutex2var_epi32(_mm512_loadu_si512(level), j,
+                                         _mm512_loadu_si512(level + 16));
+    return _mm512_i32gather_epi32(j, level, 4);
+}
+
+SIMD_TARGET static inline __m512 level_lookup_ps(const float *level, int32_t size, __m512i j) {
+    if (size <= 16) return _mm512_permutexvar_ps(j, _mm512_loadu_ps(level));
+    if (size == 32)
+        return _mm512_permutex2var_ps(_mm512_loadu_ps(level), j, _mm512_loadu_ps(level + 16));
+    return _mm512_i32gather_ps(j, level, 4);
+}
+
+SIMD_TARGET static void complete_block(const int32_t *features, const float *thresholds,
+                                       const float *leaves, int32_t trees, int32_t depth,
+                                       const float *block, int32_t width, float *out,
+                                       int vectors, int strict) {
+    const int32_t internal = (1 << depth) - 1;
+    const __m512i lane_rows = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(width));
+    const __m512i index_bits = _mm512_set1_epi32(FEATURE_BITS);
+    const __m512i strict_bit = _mm512_set1_epi32(STRICT_FLAG);
+    const __m512i nan_bit = _mm512_set1_epi32(NAN_TRUE_FLAG);
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512 sums[COMPLETE_BLOCK / LANES];
+    for (int v = 0; v < vectors; v++) sums[v] = _mm512_setzero_ps();
+    for (int32_t t = 0; t < trees; t++) {
+        const int32_t *tree_features = features + (int64_t)t * (internal + 16);
+        const float *tree_thresholds = thresholds + (int64_t)t * (internal + 16);
+        const float *tree_leaves = leaves + (int64_t)t * ((1 << depth) + 16);
+        /* GROUP vectors step through a level together: each level waits on the last
+         * (lookup, gather, compare), so independent vectors hide that latency */
+        for (int first = 0; first < vectors; first += GROUP) {
+            int count = vectors - first < GROUP ? vectors - first : GROUP;
+            __m512i j[GROUP];
+            for (int g = 0; g < GROUP; g++) j[g] = _mm512_setzero_si512();
+            for (int32_t level = 0; level < depth; level++) {
+                int32_t start = (1 << level) - 1, size = 1 << level;
+                for (int g = 0; g < GROUP; g++) {
+                    if (g >= count) break;
+                    const float *rows = block + (int64_t)(first + g) * LANES * width;
+                    __m512i feature = level_lookup_epi32(tree_features + start, size, j[g]);
+                    __m512 threshold = level_lookup_ps(tree_thresholds + start, size, j[g]);
+                    __m512i at =
+                        _mm512_add_epi32(lane_rows, _mm512_and_si512(feature, index_bits));
+                    __m512 value = _mm512_i32gather_ps(at, rows, 4);
+                    __mmask16 go = _mm512_cmp_ps_mask(value, threshold,
+                                                      strict ? _CMP_LT_OQ : _CMP_LE_OQ);
+                    if (strict) {
+                        __mmask16 equal = _mm512_cmp_ps_mask(value, threshold, _CMP_EQ_OQ);
+                        go |= equal & ~_mm512_test_epi32_mask(feature, strict_bit);
+                    }
+                    go |= _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q) &
+                          _mm512_test_epi32_mask(feature, nan_bit);
+                    /* true side: child 2j; false side: 2j + 1 */
+                    __m512i doubled = _mm512_slli_epi32(j[g], 1);
+                    j[g] = _mm512_mask_add_epi32(doubled, (__mmask16)~go, doubled, one);
+                }
+            }
+            for (int g = 0; g < count; g++) {
+                __m512 leaf = level_lookup_ps(tree_leaves, 1 << depth, j[g]);
+                sums[first + g] = _mm512_add_ps(sums[first + g], leaf);
+            }
+        }
+    }
+    for (int v = 0; v < vectors; v++) _mm512_storeu_ps(out + v * LANES, sums[v]);
+}
+
+int sqlml_treewalk_complete_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+/* scores[rows] (one output column) for complete trees; `rows` a multiple of 16 (the caller
+ * pads the rest). Call only where sqlml_treewalk_complete_supported(). */
+void sqlml_tree_scores_complete(const int32_t *features, const float *thresholds,
+                                const float *leaves, int32_t trees, int32_t depth,
+                                const float *x, int64_t rows, int32_t width, float *scores,
+                                int32_t any_strict) {
+    for (int64_t start = 0; start + LANES <= rows; start += COMPLETE_BLOCK) {
+        int64_t n = rows - start < COMPLETE_BLOCK ? rows - start : COMPLETE_BLOCK;
+        if (any_strict)
+            complete_block(features, thresholds, leaves, trees, depth, x + start * width, width,
+                           scores + start, (int)(n / LANES), 1);
+        else
+            complete_block(features, thresholds, leaves, trees, depth, x + start * width, width,
+                           scores + start, (int)(n / LANES), 0);
+    }
+}
+#else
+int sqlml_treewalk_complete_supported(void) { return 0; }
+void sqlml_tree_scores_complete(void) {}
+#endif

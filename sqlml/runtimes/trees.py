@@ -13,6 +13,10 @@ model of their own, and the walker takes their float32 matrix. Anything else (po
 after the trees, double features, equality branches, scores some leaves leave unset) stays on
 onnxruntime.
 
+Two kernels: the walk (any tree shape), and on CPUs with AVX-512 complete trees 16 rows at a
+time (trees up to COMPLETE_DEPTH levels, each adding to one output: gradient boosting), about
+4x the walk per core on 100 trees of depth 6 and bit-identical to it.
+
 How it stays exact: the leaf sums are bit-identical to onnxruntime's (float32, tree order);
 labels and the binary/multiclass encodings follow onnxruntime's TreeAggregatorClassifier as
 the export does (`sqlml.export.trees`); only LOGISTIC/SOFTMAX differ, by onnxruntime's
@@ -46,7 +50,7 @@ from sqlml.runtimes.parts import (
     single_thread_session,
 )
 
-ABI = 4  # sqlml_treewalk_abi() of the C file this module was written for
+ABI = 5  # sqlml_treewalk_abi() of the C file this module was written for
 TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 FEATURE_LIMIT = 1 << 24  # the C node packs its flags above the feature index
 TRUE_LEAF_FLAG, FALSE_LEAF_FLAG = 1 << 27, 1 << 28  # a child is a leaf: the row stops there
@@ -58,6 +62,9 @@ NODE_TYPE = np.dtype(
 LEQ, LT, GTE, GT = 1, 2, 3, 4  # sqlml.export.tables.MODES
 PROBE_ROWS = 512
 LIST_STEP, LIST_BUILD = 1.3, 1.0  # a listed row's step; building the list (plain steps)
+COMPLETE_DEPTH = 8  # trees up to this deep are padded to complete ones for the 16-row kernel
+COMPLETE_PAD = 16  # entries after each tree's tables: the kernel's 16-wide loads stay inside
+LANES = 16  # rows the 16-row kernel scores at once
 
 Finish = Callable[[np.ndarray], dict[int, np.ndarray]]  # scores [n, k] -> ensemble outputs
 
@@ -83,6 +90,20 @@ def native_library() -> ctypes.CDLL | None:
         ctypes.c_int32,  # features
         pointer,  # scores [rows, outputs]
         ctypes.c_int32,  # any strict (<) node: 0 lets the walker use `<=` alone
+    ]
+    library.sqlml_treewalk_complete_supported.restype = ctypes.c_int
+    library.sqlml_tree_scores_complete.restype = None
+    library.sqlml_tree_scores_complete.argtypes = [
+        pointer,  # complete trees: features [trees, 2^depth - 1 + 16]
+        pointer,  # thresholds, the same shape
+        pointer,  # leaves [trees, 2^depth + 16]
+        ctypes.c_int32,  # trees
+        ctypes.c_int32,  # depth
+        pointer,  # x
+        ctypes.c_int64,  # rows, a multiple of 16
+        ctypes.c_int32,  # features
+        pointer,  # scores [rows], one output column
+        ctypes.c_int32,  # any strict
     ]
     return library
 
@@ -128,6 +149,14 @@ class TreeScorer:
         self._finish = finish
         self._prefix = prefix
         self._tables = self._pointers()
+        self._complete = None
+        if library.sqlml_treewalk_complete_supported():
+            self._complete = _complete_trees(self._nodes, self._roots, self._depths, self._weights)
+
+    @property
+    def kernel(self) -> str:
+        """Which C kernel scores: 16 rows at a time (AVX-512) on complete trees, or the walk."""
+        return "16-row AVX-512" if self._complete is not None else "row-block walk"
 
     def _pointers(self) -> tuple:
         """The C call's constant arguments, converted once: `.ctypes.data` costs ~1 us each,
@@ -142,8 +171,9 @@ class TreeScorer:
             self.outputs,
         )
 
-    def scores(self, x: np.ndarray) -> np.ndarray:
-        """Summed leaf weights [rows, outputs] (float32) for a float32 matrix [rows, features]."""
+    def scores(self, x: np.ndarray, complete: bool = True) -> np.ndarray:
+        """Summed leaf weights [rows, outputs] (float32) for a float32 matrix [rows, features];
+        `complete=False` uses the ordinary walk even where the 16-row kernel could run."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] < self.features:  # the C code trusts the row width
             raise ArtifactError(
@@ -151,6 +181,8 @@ class TreeScorer:
                 f"fed to them has shape {list(x.shape)}"
             )
         scores = np.empty((x.shape[0], self.outputs), dtype=np.float32)
+        if complete and self._complete is not None:
+            return self._complete_scores(x)
         self._library.sqlml_tree_scores(
             *self._tables,
             x.ctypes.data,
@@ -160,6 +192,28 @@ class TreeScorer:
             self._any_strict,
         )
         return scores
+
+    def _complete_scores(self, x: np.ndarray) -> np.ndarray:
+        """The 16-row kernel, column by column; the rows past a multiple of 16 are padded."""
+        rows, width = x.shape
+        whole = rows - rows % LANES
+        scores = np.zeros((self.outputs, rows), dtype=np.float32)
+        tail = np.zeros((LANES, width), dtype=np.float32)
+        tail[: rows - whole] = x[whole:]
+        tail_scores = np.empty(LANES, dtype=np.float32)
+        strict = self._any_strict
+        for column, tables in self._complete.columns:
+            if whole:
+                target = scores[column]
+                self._library.sqlml_tree_scores_complete(
+                    *tables, x.ctypes.data, whole, width, target.ctypes.data, strict
+                )
+            if whole < rows:
+                self._library.sqlml_tree_scores_complete(
+                    *tables, tail.ctypes.data, LANES, width, tail_scores.ctypes.data, strict
+                )
+                scores[column, whole:] = tail_scores[: rows - whole]
+        return np.ascontiguousarray(scores.T)
 
     def ensemble_outputs(self, x: np.ndarray) -> list[np.ndarray]:
         """What the ensemble node returns for its feature matrix: label/probabilities or
@@ -498,6 +552,57 @@ def _node_table(ensemble: Ensemble) -> np.ndarray:
     table["feature"] |= np.where(leaf[table["next_true"]], TRUE_LEAF_FLAG, 0)
     table["feature"] |= np.where(leaf[table["next_false"]], FALSE_LEAF_FLAG, 0)
     return table
+
+
+@dataclass
+class _CompleteTrees:
+    """The trees padded to complete ones of the deepest tree's depth, grouped by the output
+    column each adds to, as the 16-row kernel's first arguments (pointers into `arrays`)."""
+
+    columns: list[tuple[int, tuple]]  # (output column, (features, thresholds, leaves, n, depth))
+    arrays: list[np.ndarray]
+
+
+def _complete_trees(
+    nodes: np.ndarray, roots: np.ndarray, depths: np.ndarray, weights: np.ndarray
+) -> _CompleteTrees | None:
+    """Level order; the children of j are 2j (true side) and 2j + 1 (false side); a leaf above
+    the bottom becomes a split whose two sides are that leaf again. None for trees deeper than
+    COMPLETE_DEPTH, or trees that add to more than one output column (a forest classifier's
+    votes: the kernel would walk every tree once per column)."""
+    depth = int(depths.max(initial=0))
+    if not 1 <= depth <= COMPLETE_DEPTH:
+        return None
+    trees, internal = len(roots), (1 << depth) - 1
+    features = np.zeros((trees, internal + COMPLETE_PAD), dtype=np.int32)
+    thresholds = np.zeros((trees, internal + COMPLETE_PAD), dtype=np.float32)
+    current = roots.astype(np.int64).reshape(trees, 1)  # node ids of the level, per tree
+    for level in range(depth):
+        at = slice((1 << level) - 1, (1 << (level + 1)) - 1)
+        leaf = nodes["next_true"][current] == current
+        features[:, at] = np.where(leaf, 0, nodes["feature"][current])
+        thresholds[:, at] = np.where(leaf, 0.0, nodes["threshold"][current])
+        true_side = np.where(leaf, current, nodes["next_true"][current])
+        false_side = np.where(leaf, current, nodes["next_false"][current])
+        current = np.stack([true_side, false_side], axis=2).reshape(trees, -1)
+    if not (nodes["next_true"][current] == current).all():
+        return None  # deeper than `depths` says: leave it to the walk
+    leaf_weights = weights[current]  # [trees, 2^depth, outputs]
+    adds_to = (leaf_weights != 0).any(axis=1)  # [trees, outputs]
+    if (adds_to.sum(axis=1) > 1).any():
+        return None
+    columns, arrays = [], []
+    for column in range(weights.shape[1]):
+        chosen = np.flatnonzero(adds_to[:, column])
+        if not len(chosen):
+            continue
+        leaves = np.zeros((len(chosen), (1 << depth) + COMPLETE_PAD), dtype=np.float32)
+        leaves[:, : 1 << depth] = leaf_weights[chosen, :, column]
+        group = [np.ascontiguousarray(features[chosen]), np.ascontiguousarray(thresholds[chosen])]
+        group.append(leaves)
+        arrays += group
+        columns.append((column, (*(a.ctypes.data for a in group), len(chosen), depth)))
+    return _CompleteTrees(columns, arrays)
 
 
 def _walk_all_levels(nodes: np.ndarray, roots: np.ndarray, depths: np.ndarray) -> np.ndarray:

@@ -198,9 +198,10 @@ class TreeScorer:
         rows, width = x.shape
         whole = rows - rows % LANES
         scores = np.zeros((self.outputs, rows), dtype=np.float32)
-        tail = np.zeros((LANES, width), dtype=np.float32)
-        tail[: rows - whole] = x[whole:]
-        tail_scores = np.empty(LANES, dtype=np.float32)
+        if whole < rows:
+            tail = np.zeros((LANES, width), dtype=np.float32)
+            tail[: rows - whole] = x[whole:]
+            tail_scores = np.empty(LANES, dtype=np.float32)
         strict = self._any_strict
         for column, tables in self._complete.columns:
             if whole:

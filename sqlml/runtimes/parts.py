@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
@@ -54,3 +55,21 @@ def single_thread_session(model: onnx.ModelProto) -> ort.InferenceSession:
         )
     except Exception as error:  # onnxruntime raises many unrelated types
         raise CannotSplit(str(error)) from None
+
+
+def same_outputs(got: list[np.ndarray], want: list[np.ndarray], same_dtype: bool = False) -> bool:
+    """Whether a native scorer's outputs are onnxruntime's: same shapes and kinds (or exact
+    dtypes), floats within the probe tolerances, everything else equal."""
+    if len(got) != len(want):
+        return False
+    for value, expected in zip(got, want):
+        if value.shape != expected.shape or value.dtype.kind != expected.dtype.kind:
+            return False
+        if same_dtype and value.dtype != expected.dtype:
+            return False
+        if expected.dtype.kind in "fc":
+            if not np.allclose(value, expected, rtol=PROBE_RTOL, atol=PROBE_ATOL, equal_nan=True):
+                return False
+        elif not np.array_equal(value, expected):
+            return False
+    return True

@@ -36,11 +36,10 @@ import pyarrow as pa
 
 from sqlml.runtimes.parts import (
     ML_DOMAIN,
-    PROBE_ATOL,
-    PROBE_RTOL,
     CannotSplit,
     load_native,
     model_like,
+    same_outputs,
     single_thread_session,
 )
 
@@ -518,13 +517,4 @@ def _agrees(scorer: TextScorer, tables: dict) -> bool:
         got = scorer.predict({scorer.graph.text: pa.array(texts, type=pa.string())})
     except Exception:  # onnxruntime refusing the probe: leave the model to it
         return False
-    for name, expected in want.items():
-        value = got[name]
-        if value.shape != expected.shape or value.dtype != expected.dtype:
-            return False
-        if expected.dtype.kind in "fc":
-            if not np.allclose(value, expected, rtol=PROBE_RTOL, atol=PROBE_ATOL, equal_nan=True):
-                return False
-        elif not np.array_equal(value, expected):
-            return False
-    return True
+    return same_outputs([got[name] for name in want], list(want.values()), same_dtype=True)

@@ -42,11 +42,10 @@ from sqlml.export.node import Node
 from sqlml.export.tables import Ensemble, floats, parse
 from sqlml.runtimes.parts import (
     ML_DOMAIN,
-    PROBE_ATOL,
-    PROBE_RTOL,
     CannotSplit,
     load_native,
     model_like,
+    same_outputs,
     single_thread_session,
 )
 
@@ -661,14 +660,4 @@ def _agrees(scorer: TreeScorer, expected: ort.InferenceSession, ensemble: Ensemb
         got_all = scorer.ensemble_outputs(x)
     except Exception:  # onnxruntime refusing the probe: leave the model to it
         return False
-    if len(want_all) != len(got_all):
-        return False
-    for want, got in zip(want_all, got_all):
-        if want.shape != got.shape or want.dtype.kind != got.dtype.kind:
-            return False
-        if want.dtype.kind in "fc":
-            if not np.allclose(got, want, rtol=PROBE_RTOL, atol=PROBE_ATOL, equal_nan=True):
-                return False
-        elif not np.array_equal(got, want):
-            return False
-    return True
+    return same_outputs(got_all, want_all)

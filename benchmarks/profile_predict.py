@@ -38,7 +38,7 @@ def per_call(function, batch: list[pa.Array], number: int) -> None:
             p.name: p.to_numpy(a, "") for p, a in zip(function._inputs, batch)
         },
         "runtime.predict": lambda: runtime.predict(inputs),
-        "outputs: numpy -> Arrow struct": lambda: function._to_struct(outputs, len(batch[0])),
+        "outputs: numpy -> Arrow struct": lambda: function.to_struct(outputs, len(batch[0])),
         "whole call (predict_arrow)": lambda: function.predict_arrow(batch),
     }
     print(f"\nPer call, {len(batch[0])} rows, one thread (best of 5 x {number}):")

@@ -509,3 +509,24 @@ def test_the_16_row_kernel_keeps_every_ordering_mode_and_nan_side():
     np.testing.assert_array_equal(scorer.scores(grid), scorer.scores(grid, complete=False))
     (want,) = _session(data).run(None, {"X": grid})
     np.testing.assert_array_equal(runtime.predict({"X": grid})["variable"], want)
+
+
+@pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
+@pytest.mark.parametrize("width", [1, 5, 8, 16, 17])
+def test_the_16_row_kernel_reads_rows_from_registers_or_by_gather_with_the_same_bits(width):
+    """Up to 16 features the kernel holds 16 rows in registers (row width padded to 2, 4, 8 or
+    16) and picks values with permutes; beyond, it gathers. 13 trees also take the groups of
+    8, 4 and 1 trees stepped together."""
+    rng = np.random.default_rng(width)
+    x = rng.normal(size=(600, width)).astype(np.float32)
+    y = x @ rng.normal(size=width) + rng.normal(scale=0.1, size=600)
+    estimator = GradientBoostingRegressor(n_estimators=13, max_depth=5, random_state=0)
+    data = _onnx(estimator.fit(x, y), x)
+    scorer = OnnxRuntime(data, f"width_{width}").tree_scorer
+    assert scorer.kernel == "16-row AVX-512"
+    edge = _edge_rows(x, data, rows=1_000)
+    for rows in (16, 17, 1_000):
+        matrix = edge[:rows]
+        np.testing.assert_array_equal(scorer.scores(matrix), scorer.scores(matrix, complete=False))
+    (want,) = _session(data).run(None, _feed(edge))
+    np.testing.assert_array_equal(OnnxRuntime(data, "again").predict(_feed(edge))["variable"], want)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlml.errors import InvalidNameError
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+SCORE_SUFFIX = ":score"  # `"churn:score"(...)`: a model function's one-number twin (udf.py)
 
 
 def check_name(name: object, what: str = "model name") -> str:

@@ -71,6 +71,12 @@ class OutputLayout:
     def is_binary(self) -> bool:
         return self.signature.is_classifier and len(self.signature.classes) == 2
 
+    @property
+    def has_score(self) -> bool:
+        """One number per row (`"name:score"(...)`): a binary classifier's probability of its
+        second class, or a regressor's prediction."""
+        return self.is_binary or self.regression_output is not None
+
     def arrow_fields(self) -> list[pa.Field]:
         fields = [pa.field(t.name, arrow_type(t)) for t in self.signature.outputs]
         if self.predicted and self.signature.is_classifier:

@@ -21,7 +21,7 @@ from sqlglot import exp
 from sqlml import convert, featurestats, predlog, sqlcatalog, tf_onnx
 from sqlml.artifacts import pack_directory, sha256
 from sqlml.errors import ArtifactError, InvalidNameError, SqlCompileError, SqlmlError
-from sqlml.names import ModelRef, check_name
+from sqlml.names import SCORE_SUFFIX, ModelRef, check_name
 from sqlml.outputs import OutputLayout
 from sqlml.registry import TRAINED_SOURCE, ModelVersion, Registry
 from sqlml.rewrite import duckdb as duckdb_rewrite
@@ -37,7 +37,7 @@ from sqlml.sqltext import (
     property_options,
     split_statements,
 )
-from sqlml.udf import NULL_POLICIES, ModelFunction
+from sqlml.udf import NULL_POLICIES, ModelFunction, ScoreFunction
 
 if TYPE_CHECKING:
     from sqlml.bulk import BulkResult
@@ -110,13 +110,25 @@ def _probe(x: float) -> float:
     return x
 
 
-def _temp_macro_sql(function_name: str, form: sqlcatalog.SqlForm) -> str:
-    """A session macro `"<name>"(...)` calling the version's stored macro `sqlml."m@N"`."""
+def _temp_macro_sql(function_name: str, form: sqlcatalog.SqlForm, layout: OutputLayout) -> str:
+    """A session macro `"<name>"(...)` calling the version's stored macro `sqlml."m@N"`; for
+    `"<name>:score"` the one number of that macro's STRUCT (`ScoreFunction`'s)."""
     parameters = ", ".join(quote(p) for p in form.inputs)
-    return (
-        f"CREATE OR REPLACE TEMP MACRO {quote(function_name)}({parameters}) AS "
-        f"{form.macro}({parameters})"
-    )
+    body = f"{form.macro}({parameters})"
+    if function_name.endswith(SCORE_SUFFIX):
+        body = score_of_struct(layout, body)
+    return f"CREATE OR REPLACE TEMP MACRO {quote(function_name)}({parameters}) AS {body}"
+
+
+def score_of_struct(layout: OutputLayout, struct: str) -> str:
+    """SQL for the score (`ScoreFunction.result`) of a model function's STRUCT value."""
+    signature = layout.signature
+    name = signature.probabilities if layout.is_binary else layout.regression_output.name
+    tensor = next(t for t in signature.outputs if t.name == name)
+    value = f"({struct}).{quote(name)}"
+    if layout.is_binary and not tensor.is_scalar:
+        value += "[2]"
+    return f"CAST({value} AS DOUBLE)"
 
 
 class Database:
@@ -151,7 +163,8 @@ class Database:
         self._runtimes: dict[str, Runtime] = {}
         self._runtime_lock = threading.Lock()
         self._functions: dict[str, tuple[str, ModelFunction]] = {}  # function name -> (sha, fn)
-        self._macro_functions: dict[str, sqlcatalog.SqlForm] = {}  # names served as SQL
+        # names served as SQL -> (the form, the CREATE TEMP MACRO statement)
+        self._macro_functions: dict[str, tuple[sqlcatalog.SqlForm, str]] = {}
         self._sql_models: dict[tuple[str, str | None, str], SqlModel] = {}
         self._verified: set[str] = set()  # artifacts whose sha256 was checked (SQL path)
         try:
@@ -654,7 +667,8 @@ class Database:
             return current[1]
         if current:
             self.con.remove_function(function_name)
-        function = ModelFunction(
+        kind = ScoreFunction if function_name.endswith(SCORE_SUFFIX) else ModelFunction
+        function = kind(
             version.ref,
             version.signature,
             version.label,
@@ -665,7 +679,7 @@ class Database:
             function_name,
             function.as_duckdb_callable(),
             function.parameter_types,
-            function.layout.duckdb_type(),
+            function.duckdb_type,
             type="arrow",
             null_handling="special",
             side_effects=True,
@@ -684,17 +698,28 @@ class Database:
             with sqlcatalog.transaction(self.con):
                 self._sync_sql_macros(wanted)
         as_sql = self._sql_served(wanted)
+        scores = {
+            name + SCORE_SUFFIX: version
+            for name, version in wanted.items()
+            if OutputLayout(version.signature, version.label).has_score
+        }
+        as_sql |= {
+            name: as_sql[base]
+            for name in scores
+            if (base := name.removesuffix(SCORE_SUFFIX)) in as_sql
+        }
+        wanted = wanted | scores
         for function_name in list(self._functions):
             if function_name.removesuffix("#runtime") not in wanted or function_name in as_sql:
                 self.con.remove_function(function_name)
                 del self._functions[function_name]
         for function_name in list(self._macro_functions):
-            if as_sql.get(function_name) != self._macro_functions[function_name]:
+            if as_sql.get(function_name) != self._macro_functions[function_name][0]:
                 self.con.execute(f"DROP MACRO IF EXISTS temp.main.{quote(function_name)}")
                 del self._macro_functions[function_name]
         for function_name, version in wanted.items():
             if function_name in as_sql:
-                self._ensure_macro_function(function_name, as_sql[function_name])
+                self._ensure_macro_function(function_name, as_sql[function_name], version)
             else:
                 self._ensure_function(function_name, version)
 
@@ -713,12 +738,17 @@ class Database:
                 served[function_name] = form
         return served
 
-    def _ensure_macro_function(self, function_name: str, form: sqlcatalog.SqlForm) -> None:
+    def _ensure_macro_function(
+        self, function_name: str, form: sqlcatalog.SqlForm, version: ModelVersion
+    ) -> None:
         """A session macro `"<name>"(...)` calling the version's stored macro `sqlml."m@N"`."""
-        if self._macro_functions.get(function_name) == form:
+        current = self._macro_functions.get(function_name)
+        if current is not None and current[0] == form:
             return
-        self.con.execute(_temp_macro_sql(function_name, form)).fetchall()
-        self._macro_functions[function_name] = form
+        layout = OutputLayout(version.signature, version.label)
+        statement = _temp_macro_sql(function_name, form, layout)
+        self.con.execute(statement).fetchall()
+        self._macro_functions[function_name] = (form, statement)
 
     def temp_macro_statements(self) -> dict[str, str]:
         """Function name -> the CREATE TEMP MACRO serving it (models compiled to SQL).
@@ -726,7 +756,7 @@ class Database:
         Python functions are database-wide but TEMP macros belong to one connection: another
         connection to the same database (a dbt cursor) runs these to call `m(...)` too.
         """
-        return {name: _temp_macro_sql(name, form) for name, form in self._macro_functions.items()}
+        return {name: statement for name, (_, statement) in self._macro_functions.items()}
 
     def _function_targets(self) -> dict[str, ModelVersion]:
         wanted: dict[str, ModelVersion] = {}

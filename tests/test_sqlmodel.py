@@ -285,11 +285,14 @@ def test_macros_follow_versions_aliases_and_drop(ab_db):
     assert db.sql("SELECT count(*) FROM sqlml.sql_macros").fetchall() == [(0,)]
 
 
-def session_function_kinds(db) -> dict[str, str]:
-    """What serves each plain model name in this session: 'macro' (SQL) or 'scalar' (Python)."""
+def session_function_kinds(db, suffix: str = "") -> dict[str, str]:
+    """What serves each plain model name (or its `"<name>:score"` with suffix=':score') in this
+    session: 'macro' (SQL) or 'scalar' (Python)."""
     rows = db.con.execute(
         "SELECT function_name, function_type FROM duckdb_functions() "
-        "WHERE database_name IN ('temp', 'system') AND regexp_matches(function_name, '^m(@|$)')"
+        "WHERE database_name IN ('temp', 'system') "
+        "AND regexp_matches(function_name, '^m(@[a-z0-9_]+)?' || ? || '$')",
+        [suffix],
     ).fetchall()
     return dict(rows)
 
@@ -313,11 +316,16 @@ def test_plain_names_call_the_sql_form_when_there_is_one(ab_db):
     db.register_model("m", binary_logistic().SerializeToString(), label="y", engine="runtime")
     kinds = session_function_kinds(db)
     assert kinds["m"] == "scalar" and kinds["m@2"] == "scalar" and kinds["m@1"] == "macro"
+    assert session_function_kinds(db, ":score") == {
+        "m:score": "scalar",
+        "m@2:score": "scalar",
+        "m@1:score": "macro",
+    }
     assert db.sql(query.format("m")).fetchall() == db.sql(query.format('"m@2"')).fetchall()
     db.set_alias("m", "champion", 1)
     assert session_function_kinds(db)["m@champion"] == "macro"
     db.drop_model("m")
-    assert session_function_kinds(db) == {}
+    assert session_function_kinds(db) == {} == session_function_kinds(db, ":score")
 
 
 def test_failed_registrations_leave_no_sql_form(ab_db, text_model):

@@ -43,7 +43,7 @@ from duckdb.sqltypes import VARCHAR
 from sqlglot import exp
 
 from sqlml.errors import ArtifactError, SqlCompileError, SqlmlError
-from sqlml.names import ModelRef, check_name
+from sqlml.names import SCORE_SUFFIX, ModelRef, check_name
 from sqlml.rewrite import duckdb as duckdb_rewrite
 from sqlml.session import Database
 from sqlml.sqltext import mentions_ml, parse, split_statements
@@ -191,7 +191,8 @@ class Plugin(BasePlugin):
             db = Database.attach(own)
             register_changed(db, self.specs)
             for name in db.temp_macro_statements():  # creates `name#runtime` (see above)
-                db.model_function(ModelRef.parse(name))
+                if not name.endswith(SCORE_SUFFIX):  # `"name:score"` calls `name`'s macro
+                    db.model_function(ModelRef.parse(name))
             own.create_function(
                 REWRITE_FUNCTION, Rewriter(db), [VARCHAR], VARCHAR, side_effects=True
             )

@@ -64,7 +64,7 @@ from sqlglot.parsers.bigquery import BigQueryParser
 from sqlml import training
 from sqlml.dialect import MLCall, Sqlml
 from sqlml.errors import SqlCompileError, SqlmlError
-from sqlml.names import ModelRef
+from sqlml.names import SCORE_SUFFIX, ModelRef
 from sqlml.outputs import OutputLayout
 from sqlml.rewrite.mlfunctions import Target, expand_all
 from sqlml.sqlmodel import SqlModel, staged_select
@@ -266,6 +266,7 @@ class _Compiler:
             trees = self.drop_model(tree)
         else:
             check_statement(tree, text)
+            self.check_model_functions(tree)
             outside = [p for p in tree.find_all(exp.Predict) if p.find_ancestor(MLCall) is None]
             expand_all(tree, self, Target("bigquery", self.scored_sql))  # compiles its own
             for predict in outside:
@@ -273,6 +274,21 @@ class _Compiler:
             rewrite_lambdas(tree)
             trees = [tree]
         return [generate(t) for t in trees]
+
+    def check_model_functions(self, tree: exp.Expression) -> None:
+        """`churn(...)` and `"churn:score"(...)` are DuckDB functions of a session: BigQuery
+        has none, and passing them through would fail only when BigQuery runs the script."""
+        for call in tree.find_all(exp.Anonymous):
+            try:
+                ref = ModelRef.parse(call.name.removesuffix(SCORE_SUFFIX))
+                registered = self.layouts(ref) is not None
+            except SqlmlError:
+                continue  # not a model's name: an ordinary function
+            if registered:
+                raise SqlCompileError(
+                    f"the model function {call.name}(...) runs in DuckDB only; in BigQuery "
+                    f"score with ML.PREDICT(MODEL `{ref}`, ...)"
+                )
 
     # -- what the ML.* expansion asks (sqlml.rewrite.mlfunctions.MLBinder) ----------------
     def scored_sql(self, text: str) -> str:

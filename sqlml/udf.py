@@ -119,8 +119,9 @@ class ModelFunction:
             return pa.nulls(n, self._result_type).cast(self._result_type)
         runtime = self.runtime
         arrow_strings = getattr(runtime, "takes_arrow_strings", False)
+        cast = not getattr(runtime, "casts_inputs", False)
         inputs = {
-            p.name: a if arrow_strings and p.is_string else p.to_numpy(a, self.ref)
+            p.name: a if arrow_strings and p.is_string else p.to_numpy(a, self.ref, cast)
             for p, a in zip(self._inputs, arrays)
         }
         result = self.result(runtime.predict(inputs), len(arrays[0]), threshold)
@@ -242,12 +243,11 @@ class ScoreFunction(ModelFunction):
         return "DOUBLE"
 
     def result(self, outputs: dict[str, np.ndarray], n: int, threshold: float = 0.5) -> pa.Array:
-        if self.layout.is_binary:
-            probs = outputs[self.signature.probabilities]
-            value = class_probabilities(probs, 2)[:, 1]
+        if self.layout.is_binary:  # [n, 2], or [n, 1] / [n] holding the second class's
+            value = outputs[self.signature.probabilities].reshape(n, -1)[:, -1]
         else:
-            value = outputs[self.layout.regression_output.name]
-        return pa.array(np.asarray(value, dtype=np.float64).reshape(n))
+            value = outputs[self.layout.regression_output.name].reshape(n)
+        return pa.array(value.astype(np.float64))
 
 
 class _InputPlan:
@@ -263,11 +263,13 @@ class _InputPlan:
         # a runtime that reads Arrow strings (sqlml's text scorer) gets the column as it is
         self.is_string = tensor.dtype == "string" and tensor.is_scalar
 
-    def to_numpy(self, array: pa.Array, ref: str) -> np.ndarray:
+    def to_numpy(self, array: pa.Array, ref: str, cast: bool = True) -> np.ndarray:
+        """The column as the tensor's dtype, or (`cast=False`, for a runtime that casts while
+        it copies anyway) as it comes, saving a pass over it."""
         if pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
             return _to_numpy(array, self.tensor, ref)
         values = array.to_numpy(zero_copy_only=False)
-        if values.dtype != self.dtype:
+        if cast and values.dtype != self.dtype:
             values = values.astype(self.dtype)
         return values.reshape(-1, 1) if self.column else values
 

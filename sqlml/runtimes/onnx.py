@@ -94,6 +94,12 @@ class OnnxRuntime:
             self.text_scorer = text_scorer(proto, self.session)
 
     @property
+    def casts_inputs(self) -> bool:
+        """`predict` casts each input to the graph's type itself (the tree walker while it
+        copies the columns into its matrix): callers need not cast first."""
+        return True
+
+    @property
     def takes_arrow_strings(self) -> bool:
         """Whether `predict` reads string inputs as Arrow arrays (no Python objects)."""
         return self.text_scorer is not None
@@ -111,6 +117,8 @@ class OnnxRuntime:
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.text_scorer is not None:
             return self.text_scorer.predict(inputs)
+        if self.tree_scorer is not None and self.tree_scorer.graph.prefix is None:
+            return self.tree_scorer.predict(inputs)  # casts as it builds its matrix
         feed = {
             t.name: np.asarray(inputs[t.name], dtype=NUMPY_TYPES[t.dtype])
             for t in self.signature.inputs

@@ -225,10 +225,14 @@ class TreeScorer:
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._prefix is not None:
             (x,) = self._prefix.run([self.graph.tree.input[0]], inputs)
-        else:
-            columns = [np.asarray(inputs[name], dtype=np.float32) for name in self.graph.inputs]
-            columns = [c if c.ndim == 2 else c.reshape(len(c), -1) for c in columns]
-            x = columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
+        else:  # one float32 matrix, cast while copied: one pass per column, no temporaries
+            columns = [np.asarray(inputs[name]) for name in self.graph.inputs]
+            n = len(columns[0])
+            x = np.empty((n, sum(self.graph.widths)), dtype=np.float32)
+            start = 0
+            for column, width in zip(columns, self.graph.widths):
+                x[:, start : start + width] = column.reshape(n, width)
+                start += width
         results = self.ensemble_outputs(x)
         return {name: results[index] for name, index in self.graph.outputs.items()}
 

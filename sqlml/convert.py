@@ -97,6 +97,13 @@ def sklearn_to_onnx(model: object, inputs: dict[str, str]) -> bytes:
     from skl2onnx.common.exceptions import MissingShapeCalculator
     from skl2onnx.common.utils import InvalidInputLengthException
 
+    if hasattr(model, "classes_") and not hasattr(model, "predict_proba"):
+        raise ArtifactError(
+            f"{type(_steps(model)[-1]).__name__} is a classifier without predict_proba: sqlml "
+            "serves class probabilities (predicted_<label>_probs, ML.EVALUATE's log_loss and "
+            "roc_auc); wrap it in sklearn's CalibratedClassifierCV, or use an estimator that "
+            "has them (LogisticRegression, SVC(probability=True), ...)"
+        )
     options: dict = {id(model): {"zipmap": False}} if hasattr(model, "classes_") else {}
     for step in _steps(model):
         if type(step).__name__ in _TEXT_VECTORIZERS:

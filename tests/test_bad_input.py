@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import PROBA_TOL
 
-from sqlml.errors import ModelInputError, ModelNotFoundError, SqlCompileError
+from sqlml.errors import ArtifactError, ModelInputError, ModelNotFoundError, SqlCompileError
 
 
 def test_unknown_model_version_and_alias(cancer_db):
@@ -145,3 +145,23 @@ def test_unparseable_ml_sql_and_qualified_model_names(cancer_db):
 def test_scalar_function_wrong_argument_types_name_the_model(cancer_db):
     with pytest.raises(duckdb.Error, match="cancer"):
         cancer_db.sql("SELECT cancer('a', 'b') FROM patients").fetchall()
+
+
+def test_a_classifier_without_predict_proba_is_refused_with_the_fix(db, cancer):
+    """LinearSVC's ONNX output would be decision scores under the name `probabilities`: refuse
+    it, register nothing, and name the way out (a calibrated wrapper, which then works)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    X, y = cancer
+    svm = make_pipeline(StandardScaler(), LinearSVC()).fit(X, y)
+    with pytest.raises(ArtifactError, match="LinearSVC .*without predict_proba.*Calibrated"):
+        db.register_model("svm", svm, label="malignant")
+    assert db.con.sql("SELECT count(*) FROM sqlml.model_versions").fetchall() == [(0,)]
+    calibrated = make_pipeline(StandardScaler(), CalibratedClassifierCV(LinearSVC())).fit(X, y)
+    db.register_model("svm", calibrated, label="malignant")
+    db.con.register("frame", X)
+    got = db.sql(f'SELECT "svm:score"({", ".join(X.columns)}) AS p FROM frame').fetchnumpy()["p"]
+    assert np.abs(got - calibrated.predict_proba(X)[:, 1]).max() < PROBA_TOL

@@ -15,7 +15,9 @@ class Runtime(Protocol):
     """A loaded model: its signature, and batch prediction on numpy arrays keyed by input name.
 
     A runtime with `takes_arrow_strings = True` (sqlml's text scorer) is given string columns
-    as the Arrow arrays DuckDB passed, not as Python objects (the UDF checks with getattr).
+    as the Arrow arrays DuckDB passed, not as Python objects; one with `casts_inputs = True`
+    (onnxruntime models) gets numeric columns as they come and casts them itself (the UDF
+    checks both with getattr).
     """
 
     signature: Signature

@@ -12,6 +12,7 @@ setup(
             "sqlml._treewalk",
             sources=["sqlml/native/treewalk.c"],
             extra_compile_args=["-O3"],
+            libraries=["m"],  # expf, as onnxruntime's logistic calls it
             optional=True,
         ),
         Extension(

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from sqlml.errors import ModelInputError
 from sqlml.outputs import OutputLayout, arrow_type
-from sqlml.runtimes import Runtime
+from sqlml.runtimes import BinaryBatch, Runtime
 from sqlml.signature import NUMPY_TYPES, Signature, Tensor
 
 MISSING_STRING = ""  # a NULL string under nulls='nan' (sqlml.training learns NULL as this)
@@ -60,6 +60,7 @@ class ModelFunction:
         self._inputs = [_InputPlan(t) for t in signature.inputs]
         self._outputs = [(t.name, arrow_type(t)) for t in signature.outputs]
         self._classifier = bool(self.layout.predicted and signature.is_classifier)
+        self._binary = self._classifier and self.layout.is_binary
         if self._classifier:
             class_type = self.layout.class_type
             self._classes = pa.array(list(signature.classes), class_type)
@@ -118,17 +119,25 @@ class ModelFunction:
         if n == 0 or (valid is not None and not valid.any()):
             return pa.nulls(n, self._result_type).cast(self._result_type)
         runtime = self.runtime
+        batch = getattr(runtime, "binary_batch", None) if self._binary else None
+        if batch is not None and all(a.type == pa.float64() for a in arrays):  # DuckDB DOUBLEs
+            columns = {p.name: a.to_numpy() for p, a in zip(self._inputs, arrays)}
+            result = self.batch_result(batch(columns, threshold), len(arrays[0]))
+        else:
+            result = self.result(self._predict(runtime, arrays), len(arrays[0]), threshold)
+        if valid is None:
+            return result
+        positions = np.cumsum(valid) - 1
+        return result.take(pa.array(positions, mask=~valid))
+
+    def _predict(self, runtime: Runtime, arrays: list[pa.Array]) -> dict[str, np.ndarray]:
         arrow_strings = getattr(runtime, "takes_arrow_strings", False)
         cast = not getattr(runtime, "casts_inputs", False)
         inputs = {
             p.name: a if arrow_strings and p.is_string else p.to_numpy(a, self.ref, cast)
             for p, a in zip(self._inputs, arrays)
         }
-        result = self.result(runtime.predict(inputs), len(arrays[0]), threshold)
-        if valid is None:
-            return result
-        positions = np.cumsum(valid) - 1
-        return result.take(pa.array(positions, mask=~valid))
+        return runtime.predict(inputs)
 
     def _apply_null_policy(
         self, arrays: list[pa.Array]
@@ -171,53 +180,64 @@ class ModelFunction:
         """The function's value for each row: the STRUCT of every output."""
         return self.to_struct(outputs, n, threshold)
 
+    def batch_result(self, batch: BinaryBatch, n: int) -> pa.Array:
+        """The function's value from a runtime's `binary_batch`: the STRUCT `result` makes,
+        from arrays the runtime already made."""
+        columns = self._output_columns(batch.outputs, n)
+        columns += self._prediction_columns(batch.pairs, batch.chosen)
+        return pa.StructArray.from_arrays(columns, fields=self._fields)
+
     def to_struct(
         self, outputs: dict[str, np.ndarray], n: int, threshold: float = 0.5
     ) -> pa.StructArray:
         """The runtime's outputs as the function's STRUCT rows (also the server's log rows, so
         they hold the same JSON fields as ML.PREDICT's logged rows)."""
+        columns = self._output_columns(outputs, n)
+        if self._classifier:
+            probs = class_probabilities(
+                outputs[self.signature.probabilities], len(self.signature.classes)
+            )
+            chosen = probs[:, 1] > threshold if self._binary else probs.argmax(axis=1)
+            columns += self._prediction_columns(probs, chosen)
+        elif self.layout.predicted:
+            value = outputs[self.layout.regression_output.name]
+            columns.append(pa.array(np.asarray(value, dtype=np.float64).reshape(n)))
+        return pa.StructArray.from_arrays(columns, fields=self._fields)
+
+    def _output_columns(self, outputs: dict[str, np.ndarray], n: int) -> list[pa.Array]:
+        """One field per model output, as the model returned it."""
         columns = []
         for name, target in self._outputs:
             if pa.types.is_list(target):
                 columns.append(self._list(outputs[name], target.value_type, n))
             else:
                 columns.append(pa.array(outputs[name].reshape(n), target))
-        if self._classifier:
-            probs = class_probabilities(
-                outputs[self.signature.probabilities], len(self.signature.classes)
+        return columns
+
+    def _prediction_columns(self, probs: np.ndarray, chosen: np.ndarray) -> list[pa.Array]:
+        """predicted_<label> and predicted_<label>_probs from the class probabilities [n, k]
+        and the class chosen per row (binary: true for the second; else its index)."""
+        n, k = probs.shape
+        if self._binary and self._class_values is not None:
+            low, high = self._class_values
+            picked = (
+                chosen.astype(np.int64, copy=False)
+                if low == 0 and high == 1
+                else np.where(chosen, high, low)
             )
-            k = probs.shape[1]
-            if self.layout.is_binary:
-                chosen = probs[:, 1] > threshold
-                if self._class_values is not None:
-                    low, high = self._class_values
-                    picked = (
-                        chosen.astype(np.int64)
-                        if low == 0 and high == 1
-                        else np.where(chosen, high, low)
-                    )
-                    columns.append(pa.array(picked))
-                else:
-                    columns.append(self._classes.take(pa.array(chosen.astype(np.int64))))
-            else:
-                chosen = probs.argmax(axis=1)
-                if self._class_values is not None:
-                    columns.append(pa.array(self._class_values[chosen]))
-                else:
-                    columns.append(self._classes.take(pa.array(chosen)))
-            entries = pa.StructArray.from_arrays(
-                [self._constant("labels", n, k), pa.array(probs.reshape(-1))],
-                fields=self._entry_fields,
-            )
-            columns.append(
-                pa.ListArray.from_arrays(
-                    self._constant("offsets", n, k), entries, type=self._probs_type
-                )
-            )
-        elif self.layout.predicted:
-            value = outputs[self.layout.regression_output.name]
-            columns.append(pa.array(np.asarray(value, dtype=np.float64).reshape(n)))
-        return pa.StructArray.from_arrays(columns, fields=self._fields)
+            predicted = pa.array(picked)
+        elif self._class_values is not None:
+            predicted = pa.array(self._class_values[chosen])
+        else:
+            predicted = self._classes.take(pa.array(chosen.astype(np.int64, copy=False)))
+        entries = pa.StructArray.from_arrays(
+            [self._constant("labels", n, k), pa.array(probs.reshape(-1))],
+            fields=self._entry_fields,
+        )
+        probabilities = pa.ListArray.from_arrays(
+            self._constant("offsets", n, k), entries, type=self._probs_type
+        )
+        return [predicted, probabilities]
 
 
 class ScoreFunction(ModelFunction):
@@ -241,6 +261,9 @@ class ScoreFunction(ModelFunction):
     @property
     def duckdb_type(self) -> str:
         return "DOUBLE"
+
+    def batch_result(self, batch: BinaryBatch, n: int) -> pa.Array:
+        return pa.array(batch.pairs[:, 1])
 
     def result(self, outputs: dict[str, np.ndarray], n: int, threshold: float = 0.5) -> pa.Array:
         if self.layout.is_binary:  # [n, 2], or [n, 1] / [n] holding the second class's

@@ -346,7 +346,7 @@ def test_a_walker_that_disagrees_with_onnxruntime_is_not_used():
     scorer = trees.tree_scorer(proto, "gbdt")
     assert scorer is not None
     graph = trees._recognise(proto)
-    ensemble, _ = trees._plan(trees.Node(graph.tree, "gbdt", 1, {}))  # type: ignore[misc]
+    ensemble, _, _ = trees._plan(trees.Node(graph.tree, "gbdt", 1, {}))  # type: ignore[misc]
     reference = single_thread_session(trees._alone(proto, graph.tree))
     assert trees._agrees(scorer, reference, ensemble)
     branches = scorer._nodes["feature"] != 0
@@ -530,3 +530,98 @@ def test_the_16_row_kernel_reads_rows_from_registers_or_by_gather_with_the_same_
         np.testing.assert_array_equal(scorer.scores(matrix), scorer.scores(matrix, complete=False))
     (want,) = _session(data).run(None, _feed(edge))
     np.testing.assert_array_equal(OnnxRuntime(data, "again").predict(_feed(edge))["variable"], want)
+
+
+def _double_columns(x: np.ndarray) -> dict[str, np.ndarray]:
+    """What DuckDB hands the UDF for DOUBLE columns: one contiguous float64 array each."""
+    return {
+        name: np.ascontiguousarray(x[:, i], dtype=np.float64) for i, name in enumerate(_names(x))
+    }
+
+
+@pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
+@pytest.mark.parametrize("labels", ["integers", "strings"])
+@pytest.mark.parametrize("features", [8, 30])  # rows held in registers; read by gather
+def test_a_binary_batch_is_onnxruntimes_answer_in_one_call(labels, features):
+    """`binary_batch` (one C call per DuckDB batch) returns onnxruntime's label and its exact
+    probabilities (the C finish is onnxruntime's own logistic), with ML.PREDICT's float64
+    probabilities and the labels chosen at the threshold. 19,999 rows: several 2,048-row
+    chunks and a tail that is not a multiple of 16."""
+    x, y = _data(load_breast_cancer)
+    x = x[:, :features]
+    target = np.asarray(["benign", "malignant"])[y] if labels == "strings" else y
+    estimator = GradientBoostingClassifier(n_estimators=25, max_depth=5, random_state=0)
+    data = _onnx(estimator.fit(x, target), x)
+    runtime = OnnxRuntime(data, "gbdt")
+    assert runtime.binary_batch is not None
+    edge = _edge_rows(x, data, rows=19_999)
+    batch = runtime.binary_batch(_double_columns(edge), 0.3)
+    want_label, want_probabilities = _session(data).run(None, _feed(edge))
+    np.testing.assert_array_equal(batch.outputs["label"], want_label)
+    np.testing.assert_array_equal(batch.outputs["probabilities"], want_probabilities)
+    assert batch.outputs["probabilities"].dtype == np.float32
+    np.testing.assert_array_equal(batch.pairs, want_probabilities.astype(np.float64))
+    np.testing.assert_array_equal(batch.chosen, want_probabilities[:, 1] > 0.3)
+    assert batch.chosen.dtype == np.int64
+    walked = runtime.tree_scorer.ensemble_outputs(edge)  # the numpy finish: within ORT_TOL
+    np.testing.assert_allclose(batch.outputs["probabilities"], walked[1], rtol=0, atol=ORT_TOL)
+
+
+@pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
+def test_ml_predict_takes_the_batch_call_for_double_columns_and_numpy_for_others(tmp_path):
+    """The same model over DOUBLE columns (the batch call) and REAL columns (the numpy path):
+    the same labels at ML.PREDICT's threshold, NULL rows NULL, probabilities as sklearn's."""
+    x, y = _data(load_breast_cancer)
+    x = x[:, :8]
+    estimator = GradientBoostingClassifier(n_estimators=30, random_state=0).fit(x, y)
+    rows = np.repeat(x, 10, axis=0)
+    frame = pd.DataFrame(rows, columns=_names(x)).astype(np.float64)
+    frame.insert(0, "id", np.arange(len(frame)))
+    columns = ", ".join(_names(x))
+    reals = ", ".join(f"{name}::REAL AS {name}" for name in _names(x))
+    db = sqlml.connect(tmp_path / "batch.duckdb")
+    try:
+        db.con.execute("SET threads = 2")
+        db.con.execute(f"CREATE TABLE doubles AS SELECT id, {columns} FROM frame")
+        db.con.execute("UPDATE doubles SET f3 = NULL WHERE id % 1000 = 7")
+        db.con.execute(f"CREATE TABLE reals AS SELECT id, {reals} FROM doubles")
+        db.register_model("tumour", estimator, label="y", inputs=_names(x))
+        assert db.runtime(db.model("tumour")).binary_batch is not None
+        query = (
+            'SELECT id, predicted_y, predicted_y_probs[2].prob, "tumour:score"({columns}) '
+            "FROM ML.PREDICT(MODEL tumour, TABLE {table}, STRUCT(0.3 AS threshold)) ORDER BY id"
+        )
+        by_batch = db.sql(query.format(columns=columns, table="doubles")).fetchall()
+        by_numpy = db.sql(query.format(columns=columns, table="reals")).fetchall()
+    finally:
+        db.close()
+    assert len(by_batch) == len(by_numpy) == len(rows)
+    missing = np.arange(len(rows)) % 1000 == 7
+    assert all(r[1:] == (None, None, None) for r, gone in zip(by_batch, missing) if gone)
+    kept = [r for r, gone in zip(by_batch, missing) if not gone]
+    numpy_kept = [r for r, gone in zip(by_numpy, missing) if not gone]
+    probability = np.asarray([r[2] for r in kept])
+    np.testing.assert_allclose(probability, [r[2] for r in numpy_kept], rtol=0, atol=ORT_TOL)
+    np.testing.assert_array_equal([r[3] for r in kept], probability)  # the score function
+    expected = estimator.predict_proba(rows[~missing])[:, 1]
+    np.testing.assert_allclose(probability, expected, atol=PROBA_TOL)
+    np.testing.assert_array_equal([r[1] for r in kept], (probability > 0.3).astype(int))
+    assert [r[1] for r in kept] == [r[1] for r in numpy_kept]
+
+
+@pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
+def test_a_batch_call_that_disagrees_with_onnxruntime_is_not_used(monkeypatch):
+    """The load-time probe checks the batch call too: a wrong base score turns it off, and
+    the model is still scored (by the walk and the numpy finish, which agree)."""
+    x, y = _data(load_breast_cancer)
+    estimator = GradientBoostingClassifier(n_estimators=10, random_state=0).fit(x, y)
+    data = _onnx(estimator, x)
+    assert OnnxRuntime(data, "right").binary_batch is not None
+    real = trees.BinaryFinish
+
+    def off_by_one(base: float, *rest) -> trees.BinaryFinish:
+        return real(base + 1.0, *rest)
+
+    monkeypatch.setattr(trees, "BinaryFinish", off_by_one)
+    runtime = OnnxRuntime(data, "wrong")
+    assert runtime.tree_scorer is not None and runtime.binary_batch is None

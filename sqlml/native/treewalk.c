@@ -26,9 +26,12 @@
  * No Python.h: plain C called through ctypes, which releases the GIL for the call, so DuckDB's
  * threads score their chunks in parallel.
  */
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
-#define SQLML_TREEWALK_ABI 6
+#define SQLML_TREEWALK_ABI 7
 #define FEATURE_BITS 0x00FFFFFF
 #define TRUE_LEAF_FLAG (1 << 27)  /* the true child is a leaf */
 #define FALSE_LEAF_FLAG (1 << 28) /* the false child is a leaf */
@@ -416,7 +419,60 @@ void sqlml_tree_scores_complete(const int32_t *features, const float *thresholds
                            scores + start, (int)(n / LANES), 0);
     }
 }
+
+#define BATCH_CHUNK 2048 /* rows gathered at a time: the float32 matrix stays in L2 */
+
+/* One batch of a binary classifier, from DuckDB's float64 columns to every array ML.PREDICT's
+ * STRUCT holds, in one call. Why: ctypes releases the GIL once per call, and the ~30 numpy steps
+ * this replaces each released and re-took it, so on 2 cores DuckDB's threads spent their time
+ * handing the GIL back and forth (1.4x the rows/s of the model's STRUCT function, 100 trees).
+ *
+ * The trees: complete ones adding to one score column (see above). The finish is onnxruntime's
+ * binary TreeAggregatorClassifier for one score and LOGISTIC, with its ComputeLogistic (expf,
+ * float32), so the probabilities are bit-identical to onnxruntime's:
+ *   s = sum + base;  v = 1 / (1 + exp(-|s|));  probabilities = [s > 0 ? 1 - v : v,
+ *   s < 0 ? 1 - v : v];  label = s > label_threshold (an index into the class labels).
+ * Then ML.PREDICT's own arrays: the probabilities as float64 (`pairs`) and `chosen`, whether
+ * the second class's probability is above `threshold`. Returns -1 when out of memory. */
+int sqlml_tree_binary_batch(const int32_t *features, const float *thresholds,
+                            const float *leaves, int32_t trees, int32_t depth, int32_t any_strict,
+                            const double *const *columns, int32_t width, int64_t rows, float base,
+                            float label_threshold, double threshold, int64_t *label,
+                            float *probabilities, double *pairs, int64_t *chosen) {
+    float *x = malloc(sizeof(float) * BATCH_CHUNK * (size_t)width);
+    float *scores = malloc(sizeof(float) * BATCH_CHUNK);
+    if (!x || !scores) {
+        free(x);
+        free(scores);
+        return -1;
+    }
+    for (int64_t start = 0; start < rows; start += BATCH_CHUNK) {
+        int64_t n = rows - start < BATCH_CHUNK ? rows - start : BATCH_CHUNK;
+        int64_t padded = (n + LANES - 1) / LANES * LANES; /* the kernel's rows: zeros after n */
+        for (int64_t r = 0; r < n; r++)
+            for (int32_t c = 0; c < width; c++) x[r * width + c] = (float)columns[c][start + r];
+        memset(x + n * width, 0, sizeof(float) * (size_t)((padded - n) * width));
+        sqlml_tree_scores_complete(features, thresholds, leaves, trees, depth, x, padded, width,
+                                   scores, any_strict);
+        for (int64_t r = 0; r < n; r++) {
+            int64_t at = start + r;
+            float s = scores[r] + base;
+            float v = 1.0f / (1.0f + expf(-fabsf(s)));
+            float first = s > 0 ? 1.0f - v : v, second = s < 0 ? 1.0f - v : v;
+            label[at] = s > label_threshold;
+            probabilities[2 * at] = first;
+            probabilities[2 * at + 1] = second;
+            pairs[2 * at] = first;
+            pairs[2 * at + 1] = second;
+            chosen[at] = (double)second > threshold;
+        }
+    }
+    free(x);
+    free(scores);
+    return 0;
+}
 #else
 int sqlml_treewalk_complete_supported(void) { return 0; }
 void sqlml_tree_scores_complete(void) {}
+int sqlml_tree_binary_batch(void) { return -1; }
 #endif

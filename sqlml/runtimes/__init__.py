@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -16,8 +17,9 @@ class Runtime(Protocol):
 
     A runtime with `takes_arrow_strings = True` (sqlml's text scorer) is given string columns
     as the Arrow arrays DuckDB passed, not as Python objects; one with `casts_inputs = True`
-    (onnxruntime models) gets numeric columns as they come and casts them itself (the UDF
-    checks both with getattr).
+    (onnxruntime models) gets numeric columns as they come and casts them itself; one whose
+    `binary_batch` is not None (a binary tree model on sqlml's walker) takes the float64
+    columns of a batch and returns a `BinaryBatch` (the UDF checks all three with getattr).
     """
 
     signature: Signature
@@ -28,6 +30,16 @@ class Runtime(Protocol):
     def scorer(self) -> str:
         """What computes the predictions, in words (`sqlml models`, `Database.runs_as`)."""
         ...
+
+
+@dataclass
+class BinaryBatch:
+    """A binary classifier's batch with ML.PREDICT's own arrays made alongside its outputs
+    (sqlml's tree walker makes them all in one C call, releasing the GIL once)."""
+
+    outputs: dict[str, np.ndarray]  # the model's outputs, as `predict` returns them
+    pairs: np.ndarray  # float64 [n, 2]: the two classes' probabilities
+    chosen: np.ndarray  # int64: 1 where the second class's probability is above the threshold
 
 
 def load_runtime(fmt: str, data: bytes, model: str) -> Runtime:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from sqlml.errors import ArtifactError
+from sqlml.runtimes import BinaryBatch
 from sqlml.signature import NUMPY_TYPES, Signature, Tensor
 
 _ONNX_TYPES = {
@@ -98,6 +100,13 @@ class OnnxRuntime:
         """`predict` casts each input to the graph's type itself (the tree walker while it
         copies the columns into its matrix): callers need not cast first."""
         return True
+
+    @property
+    def binary_batch(self) -> Callable[[dict[str, np.ndarray], float], BinaryBatch] | None:
+        """For a binary tree model on sqlml's walker, one C call from a batch's float64 columns
+        to every array ML.PREDICT returns (`TreeScorer.binary_batch`); else None."""
+        scorer = self.tree_scorer
+        return scorer.binary_batch if scorer is not None and scorer.batches_binary else None
 
     @property
     def takes_arrow_strings(self) -> bool:

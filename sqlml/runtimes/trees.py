@@ -41,6 +41,7 @@ import onnxruntime as ort
 from sqlml.errors import ArtifactError
 from sqlml.export.node import Node
 from sqlml.export.tables import Ensemble, floats, parse
+from sqlml.runtimes import BinaryBatch
 from sqlml.runtimes.parts import (
     ML_DOMAIN,
     CannotSplit,
@@ -50,7 +51,7 @@ from sqlml.runtimes.parts import (
     single_thread_session,
 )
 
-ABI = 6  # sqlml_treewalk_abi() of the C file this module was written for
+ABI = 7  # sqlml_treewalk_abi() of the C file this module was written for
 TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 FEATURE_LIMIT = 1 << 24  # the C node packs its flags above the feature index
 TRUE_LEAF_FLAG, FALSE_LEAF_FLAG = 1 << 27, 1 << 28  # a child is a leaf: the row stops there
@@ -67,6 +68,16 @@ COMPLETE_PAD = 16  # entries after each tree's tables: the kernel's 16-wide load
 LANES = 16  # rows the 16-row kernel scores at once
 
 Finish = Callable[[np.ndarray], dict[int, np.ndarray]]  # scores [n, k] -> ensemble outputs
+
+
+@dataclass(frozen=True)
+class BinaryFinish:
+    """A binary finish the C batch call does itself (`sqlml_tree_binary_batch`): one score
+    column plus `base`, LOGISTIC, label index 1 where the score is above `label_threshold`."""
+
+    base: float
+    label_threshold: float
+    labels: np.ndarray  # the label output's values, by index
 
 
 @functools.cache
@@ -92,6 +103,25 @@ def native_library() -> ctypes.CDLL | None:
         ctypes.c_int32,  # any strict (<) node: 0 lets the walker use `<=` alone
     ]
     library.sqlml_treewalk_complete_supported.restype = ctypes.c_int
+    library.sqlml_tree_binary_batch.restype = ctypes.c_int
+    library.sqlml_tree_binary_batch.argtypes = [
+        pointer,  # complete trees: features
+        pointer,  # thresholds
+        pointer,  # leaves
+        ctypes.c_int32,  # trees
+        ctypes.c_int32,  # depth
+        ctypes.c_int32,  # any strict
+        pointer,  # the float64 feature columns (an array of pointers)
+        ctypes.c_int32,  # columns
+        ctypes.c_int64,  # rows
+        ctypes.c_float,  # base score
+        ctypes.c_float,  # a score above it is label index 1
+        ctypes.c_double,  # ML.PREDICT's threshold on the second class's probability
+        pointer,  # label index [rows] int64
+        pointer,  # probabilities [rows, 2] float32
+        pointer,  # the same as float64
+        pointer,  # chosen [rows] int64
+    ]
     library.sqlml_tree_scores_complete.restype = None
     library.sqlml_tree_scores_complete.argtypes = [
         pointer,  # complete trees: features [trees, 2^depth - 1 + 16]
@@ -134,6 +164,7 @@ class TreeScorer:
         library: ctypes.CDLL,
         prefix: ort.InferenceSession | None = None,
         model: str = "?",
+        binary: BinaryFinish | None = None,
     ):
         self.model = model
         self.graph = graph
@@ -152,6 +183,29 @@ class TreeScorer:
         self._complete = None
         if library.sqlml_treewalk_complete_supported():
             self._complete = _complete_trees(self._nodes, self._roots, self._depths, self._weights)
+        self._binary = binary if self._batches_binary(binary) else None
+        self._column_pointers = ctypes.c_void_p * len(graph.inputs)
+
+    def _batches_binary(self, binary: BinaryFinish | None) -> bool:
+        """Whether `binary_batch` can run: the finish is the C one, one column of complete
+        trees adds to score 0, and the graph's inputs are the matrix's columns one by one."""
+        return (
+            binary is not None
+            and self._complete is not None
+            and [column for column, _ in self._complete.columns] == [0]
+            and self._prefix is None
+            and set(self.graph.widths) == {1}
+            and set(self.graph.outputs.values()) <= {0, 1}
+        )
+
+    def stop_batching(self) -> None:
+        """Score through `predict` only (the batch call disagreed with onnxruntime)."""
+        self._binary = None
+
+    @property
+    def batches_binary(self) -> bool:
+        """Whether `binary_batch` answers for this model."""
+        return self._binary is not None
 
     @property
     def kernel(self) -> str:
@@ -216,6 +270,40 @@ class TreeScorer:
                 scores[column, whole:] = tail_scores[: rows - whole]
         return np.ascontiguousarray(scores.T)
 
+    def binary_batch(self, columns: dict[str, np.ndarray], threshold: float) -> BinaryBatch:
+        """The model's outputs for float64 feature columns (by graph input name, contiguous),
+        plus ML.PREDICT's float64 probabilities and its labels at `threshold`: one C call."""
+        binary = self._binary
+        if binary is None:
+            raise ValueError(f"model {self.model}: not a binary tree model the batch call runs")
+        ordered = [np.ascontiguousarray(columns[name], np.float64) for name in self.graph.inputs]
+        rows = len(ordered[0])
+        label = np.empty(rows, dtype=np.int64)
+        probabilities = np.empty((rows, 2), dtype=np.float32)
+        pairs = np.empty((rows, 2), dtype=np.float64)
+        chosen = np.empty(rows, dtype=np.int64)
+        ((_, tables),) = self._complete.columns
+        failed = self._library.sqlml_tree_binary_batch(
+            *tables,
+            self._any_strict,
+            self._column_pointers(*(column.ctypes.data for column in ordered)),
+            len(ordered),
+            rows,
+            binary.base,
+            binary.label_threshold,
+            threshold,
+            label.ctypes.data,
+            probabilities.ctypes.data,
+            pairs.ctypes.data,
+            chosen.ctypes.data,
+        )
+        if failed:
+            raise MemoryError(f"model {self.model}: the tree walker could not allocate a batch")
+        values = label if binary.labels is None else binary.labels[label]
+        results = [values, probabilities]
+        outputs = {name: results[index] for name, index in self.graph.outputs.items()}
+        return BinaryBatch(outputs, pairs, chosen)
+
     def ensemble_outputs(self, x: np.ndarray) -> list[np.ndarray]:
         """What the ensemble node returns for its feature matrix: label/probabilities or
         the regression values, in the node's output order."""
@@ -253,7 +341,7 @@ def tree_scorer(proto: onnx.ModelProto, model: str) -> TreeScorer | None:
         return None  # the export's checks refuse it: onnxruntime decides what it means
     if plan is None:
         return None
-    ensemble, finish = plan
+    ensemble, finish, binary = plan
     if graph.prefix is None and int(ensemble.feature.max(initial=0)) >= sum(graph.widths):
         return None
     try:
@@ -261,7 +349,7 @@ def tree_scorer(proto: onnx.ModelProto, model: str) -> TreeScorer | None:
         expected = single_thread_session(_alone(proto, graph.tree))
     except CannotSplit:
         return None
-    scorer = TreeScorer(graph, ensemble, finish, library, prefix, model)
+    scorer = TreeScorer(graph, ensemble, finish, library, prefix, model, binary)
     return scorer if _agrees(scorer, expected, ensemble) else None
 
 
@@ -364,7 +452,8 @@ def _float_matrix_session(
     return session
 
 
-Plan = tuple[Ensemble, Finish] | None  # the tables and the post-processing, or unsupported
+# the tables, the post-processing, and the binary finish the C batch call can do; or unsupported
+Plan = tuple[Ensemble, Finish, BinaryFinish | None] | None
 
 
 def _plan(node: Node) -> Plan:
@@ -420,7 +509,7 @@ def _regressor(node: Node) -> Plan:
             scores = scores + base
         return {0: np.where(scored, scores, np.float32(0))}  # an unscored target reads 0
 
-    return ensemble, finish
+    return ensemble, finish, None
 
 
 def _classifier(node: Node) -> Plan:
@@ -452,7 +541,7 @@ def _multiclass(
         label = labels[np.argmax(scores, axis=1)]  # the first maximum wins, as in onnxruntime
         return {0: label, 1: _transform(scores, transform)}
 
-    return ensemble, finish
+    return ensemble, finish, None
 
 
 def _binary(
@@ -502,7 +591,13 @@ def _binary(
             two = np.stack([zero - first, first], axis=1)
         return {0: label, 1: two}
 
-    return ensemble, finish
+    in_c = None
+    if h0 and not h1 and bases < 2 and transform == "LOGISTIC" and not (one_class and all_positive):
+        identity = labels.dtype != object and labels.tolist() == [0, 1]
+        in_c = BinaryFinish(
+            float(base[0]) if bases else 0.0, float(threshold), None if identity else labels
+        )
+    return ensemble, finish, in_c
 
 
 def _labels(node: Node) -> np.ndarray | None:
@@ -665,4 +760,19 @@ def _agrees(scorer: TreeScorer, expected: ort.InferenceSession, ensemble: Ensemb
         got_all = scorer.ensemble_outputs(x)
     except Exception:  # onnxruntime refusing the probe: leave the model to it
         return False
-    return same_outputs(got_all, want_all)
+    if not same_outputs(got_all, want_all):
+        return False
+    if scorer.batches_binary:  # ... and so does the batch call, else the model goes without
+        unread = np.zeros(len(x))  # inputs past the last feature the trees read
+        columns = {
+            name: x[:, k].astype(np.float64) if k < x.shape[1] else unread
+            for k, name in enumerate(scorer.graph.inputs)
+        }
+        batch = scorer.binary_batch(columns, 0.5)
+        got = [batch.outputs[name] for name in sorted(batch.outputs, key=scorer.graph.outputs.get)]
+        wanted = [want_all[index] for index in sorted(scorer.graph.outputs.values())]
+        got += [batch.pairs, batch.chosen]
+        wanted += [want_all[1], (want_all[1][:, 1] > 0.5).astype(np.int64)]
+        if not same_outputs(got, wanted):
+            scorer.stop_batching()
+    return True

@@ -21,6 +21,7 @@ from sqlml.signature import NUMPY_TYPES, Signature, Tensor
 
 MISSING_STRING = ""  # a NULL string under nulls='nan' (sqlml.training learns NULL as this)
 NULL_POLICIES = ("null", "nan", "error")
+FLOAT64 = pa.float64()
 
 
 def parameter_type(tensor: Tensor) -> str:
@@ -120,8 +121,8 @@ class ModelFunction:
             return pa.nulls(n, self._result_type).cast(self._result_type)
         runtime = self.runtime
         batch = getattr(runtime, "binary_batch", None) if self._binary else None
-        if batch is not None and all(a.type == pa.float64() for a in arrays):  # DuckDB DOUBLEs
-            columns = {p.name: a.to_numpy() for p, a in zip(self._inputs, arrays)}
+        if batch is not None and all(a.type == FLOAT64 for a in arrays):  # DuckDB DOUBLEs
+            columns = {p.name: a for p, a in zip(self._inputs, arrays)}
             result = self.batch_result(batch(columns, threshold), len(arrays[0]))
         else:
             result = self.result(self._predict(runtime, arrays), len(arrays[0]), threshold)

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
@@ -532,10 +533,12 @@ def test_the_16_row_kernel_reads_rows_from_registers_or_by_gather_with_the_same_
     np.testing.assert_array_equal(OnnxRuntime(data, "again").predict(_feed(edge))["variable"], want)
 
 
-def _double_columns(x: np.ndarray) -> dict[str, np.ndarray]:
-    """What DuckDB hands the UDF for DOUBLE columns: one contiguous float64 array each."""
+def _double_columns(x: np.ndarray) -> dict[str, pa.Array]:
+    """What DuckDB hands the UDF for DOUBLE columns: a float64 Arrow array each (here sliced,
+    so that their offsets are not 0)."""
     return {
-        name: np.ascontiguousarray(x[:, i], dtype=np.float64) for i, name in enumerate(_names(x))
+        name: pa.array(np.concatenate([[0.0], x[:, i].astype(np.float64)]))[1:]
+        for i, name in enumerate(_names(x))
     }
 
 
@@ -565,6 +568,10 @@ def test_a_binary_batch_is_onnxruntimes_answer_in_one_call(labels, features):
     assert batch.chosen.dtype == np.int64
     walked = runtime.tree_scorer.ensemble_outputs(edge)  # the numpy finish: within ORT_TOL
     np.testing.assert_allclose(batch.outputs["probabilities"], walked[1], rtol=0, atol=ORT_TOL)
+    columns = _double_columns(edge[:100])  # C trusts its buffers: anything else is refused
+    for wrong in (columns["f0"].cast(pa.float32()), pa.array([None] * 100, pa.float64())):
+        with pytest.raises(ValueError, match="model gbdt: the batch call takes"):
+            runtime.binary_batch(columns | {"f0": wrong}, 0.5)
 
 
 @pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")

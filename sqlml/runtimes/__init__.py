@@ -18,8 +18,8 @@ class Runtime(Protocol):
     A runtime with `takes_arrow_strings = True` (sqlml's text scorer) is given string columns
     as the Arrow arrays DuckDB passed, not as Python objects; one with `casts_inputs = True`
     (onnxruntime models) gets numeric columns as they come and casts them itself; one whose
-    `binary_batch` is not None (a binary tree model on sqlml's walker) takes the float64
-    columns of a batch and returns a `BinaryBatch` (the UDF checks all three with getattr).
+    `binary_batch` is not None (a binary tree model on sqlml's walker) takes a batch's float64
+    Arrow columns and returns a `BinaryBatch` (the UDF checks all three with getattr).
     """
 
     signature: Signature

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pyarrow as pa
 
 from sqlml.errors import ArtifactError
 from sqlml.runtimes import BinaryBatch
@@ -102,9 +103,9 @@ class OnnxRuntime:
         return True
 
     @property
-    def binary_batch(self) -> Callable[[dict[str, np.ndarray], float], BinaryBatch] | None:
-        """For a binary tree model on sqlml's walker, one C call from a batch's float64 columns
-        to every array ML.PREDICT returns (`TreeScorer.binary_batch`); else None."""
+    def binary_batch(self) -> Callable[[dict[str, pa.Array], float], BinaryBatch] | None:
+        """For a binary tree model on sqlml's walker, one C call from a batch's float64 Arrow
+        columns to every array ML.PREDICT returns (`TreeScorer.binary_batch`); else None."""
         scorer = self.tree_scorer
         return scorer.binary_batch if scorer is not None and scorer.batches_binary else None
 

@@ -21,7 +21,6 @@ from sqlml.signature import NUMPY_TYPES, Signature, Tensor
 
 MISSING_STRING = ""  # a NULL string under nulls='nan' (sqlml.training learns NULL as this)
 NULL_POLICIES = ("null", "nan", "error")
-FLOAT64 = pa.float64()
 
 
 def parameter_type(tensor: Tensor) -> str:
@@ -120,10 +119,14 @@ class ModelFunction:
         if n == 0 or (valid is not None and not valid.any()):
             return pa.nulls(n, self._result_type).cast(self._result_type)
         runtime = self.runtime
-        batch = getattr(runtime, "binary_batch", None) if self._binary else None
-        if batch is not None and all(a.type == FLOAT64 for a in arrays):  # DuckDB DOUBLEs
-            columns = {p.name: a for p, a in zip(self._inputs, arrays)}
-            result = self.batch_result(batch(columns, threshold), len(arrays[0]))
+        batch_call = getattr(runtime, "binary_batch", None) if self._binary else None
+        batch = (
+            batch_call({p.name: a for p, a in zip(self._inputs, arrays)}, threshold)
+            if batch_call is not None
+            else None
+        )
+        if batch is not None:
+            result = self.batch_result(batch, len(arrays[0]))
         else:
             result = self.result(self._predict(runtime, arrays), len(arrays[0]), threshold)
         if valid is None:

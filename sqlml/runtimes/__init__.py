@@ -17,9 +17,10 @@ class Runtime(Protocol):
 
     A runtime with `takes_arrow_strings = True` (sqlml's text scorer) is given string columns
     as the Arrow arrays DuckDB passed, not as Python objects; one with `casts_inputs = True`
-    (onnxruntime models) gets numeric columns as they come and casts them itself; one whose
-    `binary_batch` is not None (a binary tree model on sqlml's walker) takes a batch's float64
-    Arrow columns and returns a `BinaryBatch` (the UDF checks all three with getattr).
+    (onnxruntime models) gets numeric columns as they come and casts them itself; one with
+    `binary_batch(columns, threshold)` may answer a binary classifier's batch of Arrow columns
+    with a `BinaryBatch` (tree models on sqlml's walker do), or None to be called through
+    `predict` (the UDF checks all three with getattr).
     """
 
     signature: Signature

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -102,12 +101,14 @@ class OnnxRuntime:
         copies the columns into its matrix): callers need not cast first."""
         return True
 
-    @property
-    def binary_batch(self) -> Callable[[dict[str, pa.Array], float], BinaryBatch] | None:
-        """For a binary tree model on sqlml's walker, one C call from a batch's float64 Arrow
-        columns to every array ML.PREDICT returns (`TreeScorer.binary_batch`); else None."""
+    def binary_batch(self, columns: dict[str, pa.Array], threshold: float) -> BinaryBatch | None:
+        """A binary tree model's batch of DOUBLE columns with every array ML.PREDICT returns,
+        in one C call (`TreeScorer.binary_batch`); None for other models or columns (then
+        use `predict`)."""
         scorer = self.tree_scorer
-        return scorer.binary_batch if scorer is not None and scorer.batches_binary else None
+        if scorer is None or not scorer.batches_binary:
+            return None
+        return scorer.binary_batch(columns, threshold)
 
     @property
     def takes_arrow_strings(self) -> bool:

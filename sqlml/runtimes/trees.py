@@ -272,21 +272,19 @@ class TreeScorer:
                 scores[column, whole:] = tail_scores[: rows - whole]
         return np.ascontiguousarray(scores.T)
 
-    def binary_batch(self, columns: dict[str, pa.Array], threshold: float) -> BinaryBatch:
+    def binary_batch(self, columns: dict[str, pa.Array], threshold: float) -> BinaryBatch | None:
         """The model's outputs for a batch of DOUBLE columns (Arrow float64 without NULLs, by
         graph input name), plus ML.PREDICT's float64 probabilities and its labels at
-        `threshold`, in one C call. The Arrow buffers go to C as they are: per batch, reading
-        their addresses costs a fifth of numpy's `.ctypes.data`, and this runs under the GIL."""
+        `threshold`, in one C call; None for other columns (the caller takes `predict`). The
+        Arrow buffers go to C as they are: per batch, reading their addresses costs a fifth of
+        numpy's `.ctypes.data`, and this runs under the GIL."""
         binary = self._binary
         ordered = [columns[name] for name in self.graph.inputs]
         rows = len(ordered[0])
         if binary is None or any(
             c.type != FLOAT64 or c.null_count or len(c) != rows for c in ordered
         ):
-            raise ValueError(
-                f"model {self.model}: the batch call takes a binary tree model's "
-                "float64 columns without NULLs"
-            )
+            return None  # the C code trusts the buffers: nothing else reaches it
         # one allocation, one address: label (int64), probabilities (float32 [rows, 2]),
         # pairs (float64 [rows, 2]), chosen (int64)
         block = np.empty(5 * rows, dtype=np.float64)
@@ -782,6 +780,9 @@ def _agrees(scorer: TreeScorer, expected: ort.InferenceSession, ensemble: Ensemb
             for k, name in enumerate(scorer.graph.inputs)
         }
         batch = scorer.binary_batch(columns, 0.5)
+        if batch is None:  # cannot happen: float64 columns without NULLs
+            scorer.stop_batching()
+            return True
         got = [batch.outputs[name] for name in sorted(batch.outputs, key=scorer.graph.outputs.get)]
         wanted = [want_all[index] for index in sorted(scorer.graph.outputs.values())]
         got += [batch.pairs, batch.chosen]

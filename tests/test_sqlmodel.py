@@ -482,6 +482,26 @@ def test_engine_option_chooses_the_path(ab_db, text_model):
         predict(db, "reviews", "sql", "texts")
 
 
+def test_the_sql_path_gives_each_output_its_own_column(ab_db):
+    """ML.PREDICT on the SQL form computes each output as a column of its own (DuckDB then
+    builds only the columns a query reads), with the runtime path's names, types and values,
+    and NULL in every output for a row with a NULL input."""
+    db = ab_db
+    db.sql("INSERT INTO ab VALUES (NULL, 1.0, 500)")
+    db.register_model("m", binary_logistic().SerializeToString(), label="y")
+    sql = rewrite_sql(parse("SELECT * FROM ML.PREDICT(MODEL m, TABLE ab)"), db)
+    assert "__sqlml_out" not in sql and "__sqlml_t" in sql
+    query = "SELECT * FROM ML.PREDICT(MODEL m, TABLE ab, STRUCT('{}' AS engine)) ORDER BY id"
+    as_sql, by_runtime = (db.sql(query.format(engine)) for engine in ("sql", "runtime"))
+    assert as_sql.columns == by_runtime.columns
+    assert as_sql.types == by_runtime.types
+    rows_sql, rows_runtime = as_sql.fetchall(), by_runtime.fetchall()
+    assert rows_sql[-1][3:] == (None, None, None, None)  # id 500: a is NULL
+    assert [r[5] for r in rows_sql] == [r[5] for r in rows_runtime]  # predicted_y
+    probability = [r[6][1]["prob"] for r in rows_sql[:-1]]
+    np.testing.assert_allclose(probability, [r[6][1]["prob"] for r in rows_runtime[:-1]], atol=1e-6)
+
+
 def test_registration_engine(ab_db, tmp_path):
     db = ab_db
     db.register_model("m", binary_logistic().SerializeToString(), label="y", engine="runtime")

@@ -29,7 +29,7 @@ from sqlml.outputs import OutputLayout
 from sqlml.predlog import LOG_FUNCTION, LogSettings, sampled_predicate
 from sqlml.rewrite.mlfunctions import Target, expand_all
 from sqlml.sqlcatalog import ENGINES, SqlFunction
-from sqlml.sqlmodel import staged_select
+from sqlml.sqlmodel import column_outputs, staged_select
 from sqlml.sqltext import model_ref, parse, struct_options
 from sqlml.udf import ModelFunction
 
@@ -169,11 +169,11 @@ def predict_subquery(
             scored = (
                 f"SELECT *, {compiled.form.macro}({', '.join(arguments)}) AS {OUT} FROM {source}"
             )
-        else:  # inline the staged plan: each shared value computed once
+            sql = f"SELECT * EXCLUDE ({OUT}), {OUT}.* FROM ({scored})"
+        else:  # inline the staged plan: each shared value computed once, each output a column
             placeholder = f"__sqlml_inline_{next(_inline_ids)}"
-            inlined[placeholder] = staged_select(compiled.plan, source)
-            scored = f"SELECT * FROM {placeholder}"
-        sql = f"SELECT * EXCLUDE ({OUT}), {OUT}.* FROM ({scored})"
+            inlined[placeholder] = staged_select(column_outputs(compiled.plan), source)
+            sql = f"SELECT * FROM {placeholder}"
     else:
         function_name, function = binder.model_function(ref)
         columns = binder.query_columns(expand(inner, inlined) if inlined else inner)

@@ -3,6 +3,7 @@
     python benchmarks/bench_memory.py --db FILE --model lr --job sqlml [--engine runtime]
         [--memory-limit 1GB]
     python benchmarks/bench_memory.py --db FILE --model lr --job pandas --onnx MATRIX.onnx
+    python benchmarks/bench_memory.py --db FILE --job copy
 
 `run_all.py` builds the database (a table `big` with `id` and f0..f7, the model registered under
 `--model`) and runs this once per job, so each job's peak resident set size is its own:
@@ -12,7 +13,10 @@
   the Arrow UDF even for a model sqlml compiled to SQL);
 - pandas: what a user does by hand: `.df()` the whole table, onnxruntime (every core) on a
   float32 matrix, `con.register` the frame and `CREATE TABLE out AS SELECT id, predicted_y,
-  probability FROM frame`.
+  probability FROM frame`;
+- copy: DuckDB alone, the floor of any job here: the same scan of `big` (every feature read)
+  and three columns of the same types written (`CREATE TABLE out AS SELECT id, (s > 0)::BIGINT
+  AS predicted_y, s AS probability FROM (SELECT id, f0 + ... + f7 AS s FROM big)`), no model.
 
 Prints one JSON line: peak RSS (VmHWM of /proc/self/status: the kernel's high-water mark of
 this process's memory; not getrusage's ru_maxrss, which Linux carries over from the forking
@@ -80,12 +84,20 @@ def run_pandas(con, onnx_path: str, table: str) -> None:
     con.unregister("scored_frame")
 
 
+def run_copy(con, table: str) -> None:
+    total = " + ".join(FEATURES)
+    con.execute(
+        "CREATE OR REPLACE TABLE out AS SELECT id, (s > 0)::BIGINT AS predicted_y, "
+        f"s AS probability FROM (SELECT id, {total} AS s FROM {table})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", required=True)
     parser.add_argument("--model", default="lr")
     parser.add_argument("--table", default="big")
-    parser.add_argument("--job", choices=["sqlml", "pandas"], required=True)
+    parser.add_argument("--job", choices=["sqlml", "pandas", "copy"], required=True)
     parser.add_argument("--onnx", help="matrix-input ONNX file of the model (pandas job)")
     parser.add_argument(
         "--engine",
@@ -112,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.job == "sqlml":
         run_sqlml(con, db, args.model, args.table, args.engine)
+    elif args.job == "copy":
+        run_copy(con, args.table)
     else:
         if not args.onnx:
             parser.error("--job pandas needs --onnx")
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     rows = con.execute("SELECT count(*) FROM out").fetchone()[0]
     peak = status_mb("VmHWM")
-    used = runs_as(db, args.model, args.engine) if args.job == "sqlml" else "python"
+    used = runs_as(db, args.model, args.engine) if args.job == "sqlml" else args.job
     con.execute("DROP TABLE out")
     db.close()
     print(

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from sqlml.errors import ModelInputError
 from sqlml.outputs import OutputLayout, arrow_type
-from sqlml.runtimes import BinaryBatch, Runtime
+from sqlml.runtimes import Batch, Runtime
 from sqlml.signature import NUMPY_TYPES, Signature, Tensor
 
 MISSING_STRING = ""  # a NULL string under nulls='nan' (sqlml.training learns NULL as this)
@@ -61,6 +61,9 @@ class ModelFunction:
         self._outputs = [(t.name, arrow_type(t)) for t in signature.outputs]
         self._classifier = bool(self.layout.predicted and signature.is_classifier)
         self._binary = self._classifier and self.layout.is_binary
+        # what a runtime's `batch` answers: binary classifiers (made into a STRUCT by
+        # _prediction_columns) and models without classes (regressors)
+        self._batchable = self._binary or not signature.is_classifier
         if self._classifier:
             class_type = self.layout.class_type
             self._classes = pa.array(list(signature.classes), class_type)
@@ -119,7 +122,7 @@ class ModelFunction:
         if n == 0 or (valid is not None and not valid.any()):
             return pa.nulls(n, self._result_type).cast(self._result_type)
         runtime = self.runtime
-        batch_call = getattr(runtime, "binary_batch", None) if self._binary else None
+        batch_call = getattr(runtime, "batch", None) if self._batchable else None
         batch = (
             batch_call({p.name: a for p, a in zip(self._inputs, arrays)}, threshold)
             if batch_call is not None
@@ -184,11 +187,14 @@ class ModelFunction:
         """The function's value for each row: the STRUCT of every output."""
         return self.to_struct(outputs, n, threshold)
 
-    def batch_result(self, batch: BinaryBatch, n: int) -> pa.Array:
-        """The function's value from a runtime's `binary_batch`: the STRUCT `result` makes,
-        from arrays the runtime already made."""
+    def batch_result(self, batch: Batch, n: int) -> pa.Array:
+        """The function's value from a runtime's `batch`: the STRUCT `result` makes, from
+        arrays the runtime already made."""
         columns = self._output_columns(batch.outputs, n)
-        columns += self._prediction_columns(batch.pairs, batch.chosen)
+        if self._classifier:
+            columns += self._prediction_columns(batch.values, batch.chosen)
+        elif self.layout.predicted:
+            columns.append(pa.array(batch.values))
         return pa.StructArray.from_arrays(columns, fields=self._fields)
 
     def to_struct(
@@ -266,8 +272,8 @@ class ScoreFunction(ModelFunction):
     def duckdb_type(self) -> str:
         return "DOUBLE"
 
-    def batch_result(self, batch: BinaryBatch, n: int) -> pa.Array:
-        return pa.array(batch.pairs[:, 1])
+    def batch_result(self, batch: Batch, n: int) -> pa.Array:
+        return pa.array(batch.values[:, 1] if batch.values.ndim == 2 else batch.values)
 
     def result(self, outputs: dict[str, np.ndarray], n: int, threshold: float = 0.5) -> pa.Array:
         if self.layout.is_binary:  # [n, 2], or [n, 1] / [n] holding the second class's

@@ -184,8 +184,11 @@ def test_unbalanced_trees_walk_only_the_rows_not_yet_at_a_leaf():
     np.testing.assert_array_equal(scorer.scores(edge), listed)
 
 
-def _hand_made_regressor(modes: list[str], missing_true: list[int]) -> bytes:
-    """One tree over two features: root (feature 0, 0.5) -> node (feature 1, -1.0) | leaf."""
+def _hand_made_regressor(
+    modes: list[str], missing_true: list[int], aggregate: str = "SUM", columns: bool = False
+) -> bytes:
+    """Two trees over two features; the first: root (feature 0, 0.5) -> node (feature 1,
+    -1.0) | leaf. Input: one [N, 2] matrix X, or (`columns`) f0 and f1 joined by a Concat."""
     node = onnx.helper.make_node(
         "TreeEnsembleRegressor",
         ["X"],
@@ -205,11 +208,20 @@ def _hand_made_regressor(modes: list[str], missing_true: list[int]) -> bytes:
         target_ids=[0, 0, 0, 0, 0],
         target_weights=[1.0, 10.0, 100.0, 0.125, 0.5],
         base_values=[1000.0],
+        aggregate_function=aggregate,
     )
+    inputs = [onnx.helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [None, 2])]
+    nodes = [node]
+    if columns:
+        names = ["f0", "f1"]
+        inputs = [
+            onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [None, 1]) for n in names
+        ]
+        nodes.insert(0, onnx.helper.make_node("Concat", names, ["X"], axis=1))
     graph = onnx.helper.make_graph(
-        [node],
+        nodes,
         "hand_made",
-        [onnx.helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [None, 2])],
+        inputs,
         [onnx.helper.make_tensor_value_info("variable", onnx.TensorProto.FLOAT, [None, 1])],
     )
     opsets = [onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("ai.onnx.ml", 3)]
@@ -556,21 +568,21 @@ def test_a_binary_batch_is_onnxruntimes_answer_in_one_call(labels, features):
     estimator = GradientBoostingClassifier(n_estimators=25, max_depth=5, random_state=0)
     data = _onnx(estimator.fit(x, target), x)
     runtime = OnnxRuntime(data, "gbdt")
-    assert runtime.tree_scorer.batches_binary
+    assert runtime.tree_scorer.batches
     edge = _edge_rows(x, data, rows=19_999)
-    batch = runtime.binary_batch(_double_columns(edge), 0.3)
+    batch = runtime.batch(_double_columns(edge), 0.3)
     want_label, want_probabilities = _session(data).run(None, _feed(edge))
     np.testing.assert_array_equal(batch.outputs["label"], want_label)
     np.testing.assert_array_equal(batch.outputs["probabilities"], want_probabilities)
     assert batch.outputs["probabilities"].dtype == np.float32
-    np.testing.assert_array_equal(batch.pairs, want_probabilities.astype(np.float64))
+    np.testing.assert_array_equal(batch.values, want_probabilities.astype(np.float64))
     np.testing.assert_array_equal(batch.chosen, want_probabilities[:, 1] > 0.3)
     assert batch.chosen.dtype == np.int64
     walked = runtime.tree_scorer.ensemble_outputs(edge)  # the numpy finish: within ORT_TOL
     np.testing.assert_allclose(batch.outputs["probabilities"], walked[1], rtol=0, atol=ORT_TOL)
     columns = _double_columns(edge[:100])  # C trusts its buffers: nothing else reaches it
     for wrong in (columns["f0"].cast(pa.float32()), pa.array([None] * 100, pa.float64())):
-        assert runtime.binary_batch(columns | {"f0": wrong}, 0.5) is None
+        assert runtime.batch(columns | {"f0": wrong}, 0.5) is None
 
 
 @pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
@@ -592,7 +604,7 @@ def test_ml_predict_takes_the_batch_call_for_double_columns_and_numpy_for_others
         db.con.execute("UPDATE doubles SET f3 = NULL WHERE id % 1000 = 7")
         db.con.execute(f"CREATE TABLE reals AS SELECT id, {reals} FROM doubles")
         db.register_model("tumour", estimator, label="y", inputs=_names(x))
-        assert db.runtime(db.model("tumour")).tree_scorer.batches_binary
+        assert db.runtime(db.model("tumour")).tree_scorer.batches
         query = (
             'SELECT id, predicted_y, predicted_y_probs[2].prob, "tumour:score"({columns}) '
             "FROM ML.PREDICT(MODEL tumour, TABLE {table}, STRUCT(0.3 AS threshold)) ORDER BY id"
@@ -616,19 +628,96 @@ def test_ml_predict_takes_the_batch_call_for_double_columns_and_numpy_for_others
 
 
 @pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
-def test_a_batch_call_that_disagrees_with_onnxruntime_is_not_used(monkeypatch):
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GradientBoostingRegressor(n_estimators=30, max_depth=5),  # SUM + base
+        lambda: RandomForestRegressor(n_estimators=12, max_depth=6),  # AVERAGE: / trees
+    ],
+    ids=["gbdt", "forest"],
+)
+def test_a_regressor_batch_is_onnxruntimes_answer_in_one_call(make):
+    """A regressor's batch call: onnxruntime's float32 values bit for bit, and the same
+    numbers as float64 for ML.PREDICT's predicted_<label>."""
+    x, y = _data(load_diabetes)
+    estimator = make().set_params(random_state=0).fit(x, y)
+    data = _onnx(estimator, x)
+    runtime = OnnxRuntime(data, "price")
+    assert runtime.tree_scorer.batches
+    edge = _edge_rows(x, data, rows=5_001)
+    batch = runtime.batch(_double_columns(edge), 0.5)
+    (want,) = _session(data).run(None, _feed(edge))
+    np.testing.assert_array_equal(batch.outputs["variable"], want)
+    assert batch.outputs["variable"].dtype == np.float32 and batch.chosen is None
+    np.testing.assert_array_equal(batch.values, want[:, 0].astype(np.float64))
+    plain = runtime.batch(_double_columns(x), 0.5).values  # rows off the thresholds
+    np.testing.assert_allclose(plain, estimator.predict(x), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
+def test_a_regressor_that_averages_its_trees_divides_in_the_batch_call():
+    """aggregate_function AVERAGE (scikit-learn's forests divide their weights instead): the
+    batch call divides the sum by the tree count before the base, as onnxruntime does."""
+    data = _hand_made_regressor(["BRANCH_LEQ"] * 3, [0, 1, 0], "AVERAGE", columns=True)
+    runtime = OnnxRuntime(data, "hand_made")
+    assert runtime.tree_scorer.batches
+    values = np.asarray([-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, np.nan], np.float32)
+    grid = np.stack(np.meshgrid(values, values), axis=-1).reshape(-1, 2)
+    batch = runtime.batch(_double_columns(grid), 0.5)
+    (want,) = _session(data).run(None, {"f0": grid[:, [0]], "f1": grid[:, [1]]})
+    np.testing.assert_array_equal(batch.outputs["variable"], want)
+    np.testing.assert_array_equal(batch.values, want[:, 0])
+    assert len(np.unique(want)) >= 4 and want.max() < 1100  # averaged: under 1000 + 100
+
+
+@pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
+def test_ml_predict_of_a_regressor_takes_the_batch_call(tmp_path):
+    """ML.PREDICT and the score function of a regressor over DOUBLE columns (the batch call)
+    answer as over REAL columns (the numpy path), and as scikit-learn."""
+    x, y = _data(load_diabetes)
+    estimator = GradientBoostingRegressor(n_estimators=40, random_state=0).fit(x, y)
+    frame = pd.DataFrame(np.repeat(x, 8, axis=0), columns=_names(x)).astype(np.float64)
+    frame.insert(0, "id", np.arange(len(frame)))
+    columns = ", ".join(_names(x))
+    reals = ", ".join(f"{name}::REAL AS {name}" for name in _names(x))
+    db = sqlml.connect(tmp_path / "regression.duckdb")
+    try:
+        db.con.execute("SET threads = 2")
+        db.con.execute(f"CREATE TABLE doubles AS SELECT id, {columns} FROM frame")
+        db.con.execute(f"CREATE TABLE reals AS SELECT id, {reals} FROM doubles")
+        db.register_model("progression", estimator, label="y", inputs=_names(x))
+        assert db.runtime(db.model("progression")).tree_scorer.batches
+        query = (
+            'SELECT id, predicted_y, variable, "progression:score"({columns}) '
+            "FROM ML.PREDICT(MODEL progression, TABLE {table}) ORDER BY id"
+        )
+        by_batch = db.sql(query.format(columns=columns, table="doubles")).fetchall()
+        by_numpy = db.sql(query.format(columns=columns, table="reals")).fetchall()
+    finally:
+        db.close()
+    assert by_batch == by_numpy  # the same float32 sums, so the same bits
+    predicted = np.asarray([r[1] for r in by_batch])
+    np.testing.assert_array_equal([r[3] for r in by_batch], predicted)
+    np.testing.assert_array_equal(predicted, np.asarray([r[2] for r in by_batch], np.float32))
+    np.testing.assert_allclose(predicted, estimator.predict(frame[_names(x)]), rtol=1e-5)
+
+
+@pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
+@pytest.mark.parametrize("task", ["classifier", "regressor"])
+def test_a_batch_call_that_disagrees_with_onnxruntime_is_not_used(monkeypatch, task):
     """The load-time probe checks the batch call too: a wrong base score turns it off, and
     the model is still scored (by the walk and the numpy finish, which agree)."""
     x, y = _data(load_breast_cancer)
-    estimator = GradientBoostingClassifier(n_estimators=10, random_state=0).fit(x, y)
+    kind = GradientBoostingClassifier if task == "classifier" else GradientBoostingRegressor
+    estimator = kind(n_estimators=10, random_state=0).fit(x, y)
     data = _onnx(estimator, x)
-    assert OnnxRuntime(data, "right").tree_scorer.batches_binary
-    real = trees.BinaryFinish
+    assert OnnxRuntime(data, "right").tree_scorer.batches
+    real = trees.BatchFinish
 
-    def off_by_one(base: float, *rest) -> trees.BinaryFinish:
-        return real(base + 1.0, *rest)
+    def off_by_one(kind: int, base: float, *rest, **named) -> trees.BatchFinish:
+        return real(kind, base + 1.0, *rest, **named)
 
-    monkeypatch.setattr(trees, "BinaryFinish", off_by_one)
+    monkeypatch.setattr(trees, "BatchFinish", off_by_one)
     runtime = OnnxRuntime(data, "wrong")
-    assert runtime.tree_scorer is not None and not runtime.tree_scorer.batches_binary
-    assert runtime.binary_batch(_double_columns(x[:50]), 0.5) is None
+    assert runtime.tree_scorer is not None and not runtime.tree_scorer.batches
+    assert runtime.batch(_double_columns(x[:50]), 0.5) is None

@@ -18,8 +18,8 @@ class Runtime(Protocol):
     A runtime with `takes_arrow_strings = True` (sqlml's text scorer) is given string columns
     as the Arrow arrays DuckDB passed, not as Python objects; one with `casts_inputs = True`
     (onnxruntime models) gets numeric columns as they come and casts them itself; one with
-    `binary_batch(columns, threshold)` may answer a binary classifier's batch of Arrow columns
-    with a `BinaryBatch` (tree models on sqlml's walker do), or None to be called through
+    `batch(columns, threshold)` may answer a batch of Arrow columns with a `Batch` (binary
+    classifiers and regressors of trees on sqlml's walker do), or None to be called through
     `predict` (the UDF checks all three with getattr).
     """
 
@@ -34,13 +34,14 @@ class Runtime(Protocol):
 
 
 @dataclass
-class BinaryBatch:
-    """A binary classifier's batch with ML.PREDICT's own arrays made alongside its outputs
-    (sqlml's tree walker makes them all in one C call, releasing the GIL once)."""
+class Batch:
+    """A batch with ML.PREDICT's own arrays made alongside the model's outputs (sqlml's tree
+    walker makes them all in one C call, releasing the GIL once)."""
 
     outputs: dict[str, np.ndarray]  # the model's outputs, as `predict` returns them
-    pairs: np.ndarray  # float64 [n, 2]: the two classes' probabilities
-    chosen: np.ndarray  # int64: 1 where the second class's probability is above the threshold
+    values: np.ndarray  # float64: a binary classifier's [n, 2] probabilities; a regressor's [n]
+    chosen: np.ndarray | None = None  # binary: int64, 1 where the second class's probability
+    # is above the threshold
 
 
 def load_runtime(fmt: str, data: bytes, model: str) -> Runtime:

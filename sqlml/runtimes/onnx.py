@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pyarrow as pa
 
 from sqlml.errors import ArtifactError
-from sqlml.runtimes import BinaryBatch
+from sqlml.runtimes import Batch
 from sqlml.signature import NUMPY_TYPES, Signature, Tensor
 
 _ONNX_TYPES = {
@@ -101,14 +101,14 @@ class OnnxRuntime:
         copies the columns into its matrix): callers need not cast first."""
         return True
 
-    def binary_batch(self, columns: dict[str, pa.Array], threshold: float) -> BinaryBatch | None:
-        """A binary tree model's batch of DOUBLE columns with every array ML.PREDICT returns,
-        in one C call (`TreeScorer.binary_batch`); None for other models or columns (then
-        use `predict`)."""
+    def batch(self, columns: dict[str, pa.Array], threshold: float) -> Batch | None:
+        """A tree model's batch of DOUBLE columns with every array ML.PREDICT returns, in one
+        C call (`TreeScorer.batch`: binary classifiers and regressors on the 16-row kernel);
+        None for other models or columns (then use `predict`)."""
         scorer = self.tree_scorer
-        if scorer is None or not scorer.batches_binary:
+        if scorer is None or not scorer.batches:
             return None
-        return scorer.binary_batch(columns, threshold)
+        return scorer.batch(columns, threshold)
 
     @property
     def takes_arrow_strings(self) -> bool:

@@ -42,7 +42,7 @@ import pyarrow as pa
 from sqlml.errors import ArtifactError
 from sqlml.export.node import Node
 from sqlml.export.tables import Ensemble, floats, parse
-from sqlml.runtimes import BinaryBatch
+from sqlml.runtimes import Batch
 from sqlml.runtimes.parts import (
     ML_DOMAIN,
     CannotSplit,
@@ -72,14 +72,20 @@ FLOAT64 = pa.float64()
 Finish = Callable[[np.ndarray], dict[int, np.ndarray]]  # scores [n, k] -> ensemble outputs
 
 
-@dataclass(frozen=True)
-class BinaryFinish:
-    """A binary finish the C batch call does itself (`sqlml_tree_binary_batch`): one score
-    column plus `base`, LOGISTIC, label index 1 where the score is above `label_threshold`."""
+FINISH_BINARY, FINISH_VALUE = 1, 2  # sqlml_tree_batch's finishes
 
+
+@dataclass(frozen=True)
+class BatchFinish:
+    """A finish the C batch call does itself (`sqlml_tree_batch`) on one column of scores:
+    FINISH_BINARY, a binary classifier's `base` + LOGISTIC with label index 1 above
+    `label_threshold`; FINISH_VALUE, a regressor's one target, sum / `divisor` + `base`."""
+
+    kind: int
     base: float
-    label_threshold: float
-    labels: np.ndarray  # the label output's values, by index
+    divisor: float = 1.0
+    label_threshold: float = 0.0
+    labels: np.ndarray | None = None  # binary: the label output's values by index (None: 0/1)
 
 
 @functools.cache
@@ -105,8 +111,8 @@ def native_library() -> ctypes.CDLL | None:
         ctypes.c_int32,  # any strict (<) node: 0 lets the walker use `<=` alone
     ]
     library.sqlml_treewalk_complete_supported.restype = ctypes.c_int
-    library.sqlml_tree_binary_batch.restype = ctypes.c_int
-    library.sqlml_tree_binary_batch.argtypes = [
+    library.sqlml_tree_batch.restype = ctypes.c_int
+    library.sqlml_tree_batch.argtypes = [
         pointer,  # complete trees: features
         pointer,  # thresholds
         pointer,  # leaves
@@ -116,13 +122,15 @@ def native_library() -> ctypes.CDLL | None:
         pointer,  # the float64 feature columns (an array of pointers)
         ctypes.c_int32,  # columns
         ctypes.c_int64,  # rows
+        ctypes.c_int32,  # finish: FINISH_BINARY or FINISH_VALUE
         ctypes.c_float,  # base score
-        ctypes.c_float,  # a score above it is label index 1
-        ctypes.c_double,  # ML.PREDICT's threshold on the second class's probability
-        pointer,  # label index [rows] int64
-        pointer,  # probabilities [rows, 2] float32
-        pointer,  # the same as float64
-        pointer,  # chosen [rows] int64
+        ctypes.c_float,  # value: divisor (AVERAGE: the tree count)
+        ctypes.c_float,  # binary: a score above it is label index 1
+        ctypes.c_double,  # binary: ML.PREDICT's threshold on the second class's probability
+        pointer,  # binary: label index [rows] int64
+        pointer,  # raw: probabilities [rows, 2] / values [rows] float32
+        pointer,  # wide: the same as float64
+        pointer,  # binary: chosen [rows] int64
     ]
     library.sqlml_tree_scores_complete.restype = None
     library.sqlml_tree_scores_complete.argtypes = [
@@ -166,7 +174,7 @@ class TreeScorer:
         library: ctypes.CDLL,
         prefix: ort.InferenceSession | None = None,
         model: str = "?",
-        binary: BinaryFinish | None = None,
+        in_c: BatchFinish | None = None,
     ):
         self.model = model
         self.graph = graph
@@ -185,29 +193,30 @@ class TreeScorer:
         self._complete = None
         if library.sqlml_treewalk_complete_supported():
             self._complete = _complete_trees(self._nodes, self._roots, self._depths, self._weights)
-        self._binary = binary if self._batches_binary(binary) else None
+        self._in_c = in_c if self._can_batch(in_c) else None
         self._column_pointers = ctypes.c_void_p * len(graph.inputs)
 
-    def _batches_binary(self, binary: BinaryFinish | None) -> bool:
-        """Whether `binary_batch` can run: the finish is the C one, one column of complete
-        trees adds to score 0, and the graph's inputs are the matrix's columns one by one."""
+    def _can_batch(self, in_c: BatchFinish | None) -> bool:
+        """Whether `batch` can run: the finish is a C one, one column of complete trees adds
+        to score 0, and the graph's inputs are the matrix's columns one by one."""
+        outputs = {0, 1} if in_c is not None and in_c.kind == FINISH_BINARY else {0}
         return (
-            binary is not None
+            in_c is not None
             and self._complete is not None
             and [column for column, _ in self._complete.columns] == [0]
             and self._prefix is None
             and set(self.graph.widths) == {1}
-            and set(self.graph.outputs.values()) <= {0, 1}
+            and set(self.graph.outputs.values()) <= outputs
         )
 
     def stop_batching(self) -> None:
         """Score through `predict` only (the batch call disagreed with onnxruntime)."""
-        self._binary = None
+        self._in_c = None
 
     @property
-    def batches_binary(self) -> bool:
-        """Whether `binary_batch` answers for this model."""
-        return self._binary is not None
+    def batches(self) -> bool:
+        """Whether `batch` answers for this model."""
+        return self._in_c is not None
 
     @property
     def kernel(self) -> str:
@@ -272,48 +281,55 @@ class TreeScorer:
                 scores[column, whole:] = tail_scores[: rows - whole]
         return np.ascontiguousarray(scores.T)
 
-    def binary_batch(self, columns: dict[str, pa.Array], threshold: float) -> BinaryBatch | None:
+    def batch(self, columns: dict[str, pa.Array], threshold: float) -> Batch | None:
         """The model's outputs for a batch of DOUBLE columns (Arrow float64 without NULLs, by
-        graph input name), plus ML.PREDICT's float64 probabilities and its labels at
-        `threshold`, in one C call; None for other columns (the caller takes `predict`). The
-        Arrow buffers go to C as they are: per batch, reading their addresses costs a fifth of
-        numpy's `.ctypes.data`, and this runs under the GIL."""
-        binary = self._binary
+        graph input name) with ML.PREDICT's own arrays (float64 values; a binary classifier's
+        labels at `threshold`), in one C call; None for other columns (the caller takes
+        `predict`). The Arrow buffers go to C as they are: per batch, reading their addresses
+        costs a fifth of numpy's `.ctypes.data`, and this runs under the GIL."""
+        finish = self._in_c
         ordered = [columns[name] for name in self.graph.inputs]
         rows = len(ordered[0])
-        if binary is None or any(
+        if finish is None or any(
             c.type != FLOAT64 or c.null_count or len(c) != rows for c in ordered
         ):
             return None  # the C code trusts the buffers: nothing else reaches it
-        # one allocation, one address: label (int64), probabilities (float32 [rows, 2]),
-        # pairs (float64 [rows, 2]), chosen (int64)
-        block = np.empty(5 * rows, dtype=np.float64)
+        binary = finish.kind == FINISH_BINARY
+        # one allocation, one address: wide (float64), raw (float32), then for a binary
+        # classifier label and chosen (int64); a binary row has two probabilities
+        per_row = 2 if binary else 1
+        block = np.empty((12 * per_row + (16 if binary else 0)) * rows, dtype=np.uint8)
         at = block.ctypes.data
+        raw_at, label_at = 8 * per_row * rows, 12 * per_row * rows
         ((_, tables),) = self._complete.columns
-        failed = self._library.sqlml_tree_binary_batch(
+        failed = self._library.sqlml_tree_batch(
             *tables,
             self._any_strict,
             self._column_pointers(*(c.buffers()[1].address + 8 * c.offset for c in ordered)),
             len(ordered),
             rows,
-            binary.base,
-            binary.label_threshold,
+            finish.kind,
+            finish.base,
+            finish.divisor,
+            finish.label_threshold,
             threshold,
+            at + label_at if binary else None,
+            at + raw_at,
             at,
-            at + 8 * rows,
-            at + 16 * rows,
-            at + 32 * rows,
+            at + label_at + 8 * rows if binary else None,
         )
         if failed:
             raise MemoryError(f"model {self.model}: the tree walker could not allocate a batch")
-        label = block[:rows].view(np.int64)
-        probabilities = block[rows : 2 * rows].view(np.float32).reshape(rows, 2)
-        pairs = block[2 * rows : 4 * rows].reshape(rows, 2)
-        chosen = block[4 * rows :].view(np.int64)
-        values = label if binary.labels is None else binary.labels[label]
-        results = [values, probabilities]
+        wide = block[:raw_at].view(np.float64).reshape(rows, per_row)
+        raw = block[raw_at:label_at].view(np.float32).reshape(rows, per_row)
+        if not binary:
+            outputs = {name: raw for name in self.graph.outputs}  # output 0 only
+            return Batch(outputs, wide.reshape(rows))
+        label = block[label_at : label_at + 8 * rows].view(np.int64)
+        chosen = block[label_at + 8 * rows :].view(np.int64)
+        results = [label if finish.labels is None else finish.labels[label], raw]
         outputs = {name: results[index] for name, index in self.graph.outputs.items()}
-        return BinaryBatch(outputs, pairs, chosen)
+        return Batch(outputs, wide, chosen)
 
     def ensemble_outputs(self, x: np.ndarray) -> list[np.ndarray]:
         """What the ensemble node returns for its feature matrix: label/probabilities or
@@ -352,7 +368,7 @@ def tree_scorer(proto: onnx.ModelProto, model: str) -> TreeScorer | None:
         return None  # the export's checks refuse it: onnxruntime decides what it means
     if plan is None:
         return None
-    ensemble, finish, binary = plan
+    ensemble, finish, in_c = plan
     if graph.prefix is None and int(ensemble.feature.max(initial=0)) >= sum(graph.widths):
         return None
     try:
@@ -360,7 +376,7 @@ def tree_scorer(proto: onnx.ModelProto, model: str) -> TreeScorer | None:
         expected = single_thread_session(_alone(proto, graph.tree))
     except CannotSplit:
         return None
-    scorer = TreeScorer(graph, ensemble, finish, library, prefix, model, binary)
+    scorer = TreeScorer(graph, ensemble, finish, library, prefix, model, in_c)
     return scorer if _agrees(scorer, expected, ensemble) else None
 
 
@@ -463,8 +479,8 @@ def _float_matrix_session(
     return session
 
 
-# the tables, the post-processing, and the binary finish the C batch call can do; or unsupported
-Plan = tuple[Ensemble, Finish, BinaryFinish | None] | None
+# the tables, the post-processing, and the finish the C batch call can do; or unsupported
+Plan = tuple[Ensemble, Finish, BatchFinish | None] | None
 
 
 def _plan(node: Node) -> Plan:
@@ -520,7 +536,11 @@ def _regressor(node: Node) -> Plan:
             scores = scores + base
         return {0: np.where(scored, scores, np.float32(0))}  # an unscored target reads 0
 
-    return ensemble, finish, None
+    in_c = None
+    if targets == 1:
+        divisor = float(trees) if aggregate == "AVERAGE" else 1.0
+        in_c = BatchFinish(FINISH_VALUE, float(base[0]) if len(base) == 1 else 0.0, divisor)
+    return ensemble, finish, in_c
 
 
 def _classifier(node: Node) -> Plan:
@@ -605,8 +625,11 @@ def _binary(
     in_c = None
     if h0 and not h1 and bases < 2 and transform == "LOGISTIC" and not (one_class and all_positive):
         identity = labels.dtype != object and labels.tolist() == [0, 1]
-        in_c = BinaryFinish(
-            float(base[0]) if bases else 0.0, float(threshold), None if identity else labels
+        in_c = BatchFinish(
+            FINISH_BINARY,
+            float(base[0]) if bases else 0.0,
+            label_threshold=float(threshold),
+            labels=None if identity else labels,
         )
     return ensemble, finish, in_c
 
@@ -773,20 +796,24 @@ def _agrees(scorer: TreeScorer, expected: ort.InferenceSession, ensemble: Ensemb
         return False
     if not same_outputs(got_all, want_all):
         return False
-    if scorer.batches_binary:  # ... and so does the batch call, else the model goes without
+    if scorer.batches:  # ... and so does the batch call, else the model goes without
         unread = pa.array(np.zeros(len(x)))  # inputs past the last feature the trees read
         columns = {
             name: pa.array(x[:, k].astype(np.float64)) if k < x.shape[1] else unread
             for k, name in enumerate(scorer.graph.inputs)
         }
-        batch = scorer.binary_batch(columns, 0.5)
+        batch = scorer.batch(columns, 0.5)
         if batch is None:  # cannot happen: float64 columns without NULLs
             scorer.stop_batching()
             return True
         got = [batch.outputs[name] for name in sorted(batch.outputs, key=scorer.graph.outputs.get)]
         wanted = [want_all[index] for index in sorted(scorer.graph.outputs.values())]
-        got += [batch.pairs, batch.chosen]
-        wanted += [want_all[1], (want_all[1][:, 1] > 0.5).astype(np.int64)]
+        if batch.chosen is None:  # a regressor: its prediction is its one target
+            got.append(batch.values)
+            wanted.append(want_all[0][:, 0])
+        else:
+            got += [batch.values, batch.chosen]
+            wanted += [want_all[1], (want_all[1][:, 1] > 0.5).astype(np.int64)]
         if not same_outputs(got, wanted):
             scorer.stop_batching()
     return True

@@ -585,6 +585,36 @@ def test_a_binary_batch_is_onnxruntimes_answer_in_one_call(labels, features):
         assert runtime.batch(columns | {"f0": wrong}, 0.5) is None
 
 
+def _as_doubles_and_reals(
+    folder, model: tuple, rows: np.ndarray, select: str, options: str = "", change: str = ""
+) -> tuple[list, list]:
+    """`SELECT <select> FROM ML.PREDICT(MODEL name, TABLE t<options>) ORDER BY id` over the
+    same rows stored as DOUBLE columns (the batch call) and as REAL columns (the numpy path);
+    `model` is (name, estimator, training x), `change` a statement run on the DOUBLE table
+    first, `{columns}` in `select` the feature columns."""
+    name, estimator, x = model
+    frame = pd.DataFrame(rows, columns=_names(x)).astype(np.float64)
+    frame.insert(0, "id", np.arange(len(frame)))
+    columns = ", ".join(_names(x))
+    reals = ", ".join(f"{column}::REAL AS {column}" for column in _names(x))
+    db = sqlml.connect(folder / "batch.duckdb")
+    try:
+        db.con.execute("SET threads = 2")
+        db.con.execute(f"CREATE TABLE doubles AS SELECT id, {columns} FROM frame")
+        if change:
+            db.con.execute(change)
+        db.con.execute(f"CREATE TABLE reals AS SELECT id, {reals} FROM doubles")
+        db.register_model(name, estimator, label="y", inputs=_names(x))
+        assert db.runtime(db.model(name)).tree_scorer.batches
+        query = (
+            f"SELECT {select.format(columns=columns)} FROM ML.PREDICT(MODEL {name}, "
+            f"TABLE {{}}{options}) ORDER BY id"
+        )
+        return db.sql(query.format("doubles")).fetchall(), db.sql(query.format("reals")).fetchall()
+    finally:
+        db.close()
+
+
 @pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
 def test_ml_predict_takes_the_batch_call_for_double_columns_and_numpy_for_others(tmp_path):
     """The same model over DOUBLE columns (the batch call) and REAL columns (the numpy path):
@@ -593,26 +623,14 @@ def test_ml_predict_takes_the_batch_call_for_double_columns_and_numpy_for_others
     x = x[:, :8]
     estimator = GradientBoostingClassifier(n_estimators=30, random_state=0).fit(x, y)
     rows = np.repeat(x, 10, axis=0)
-    frame = pd.DataFrame(rows, columns=_names(x)).astype(np.float64)
-    frame.insert(0, "id", np.arange(len(frame)))
-    columns = ", ".join(_names(x))
-    reals = ", ".join(f"{name}::REAL AS {name}" for name in _names(x))
-    db = sqlml.connect(tmp_path / "batch.duckdb")
-    try:
-        db.con.execute("SET threads = 2")
-        db.con.execute(f"CREATE TABLE doubles AS SELECT id, {columns} FROM frame")
-        db.con.execute("UPDATE doubles SET f3 = NULL WHERE id % 1000 = 7")
-        db.con.execute(f"CREATE TABLE reals AS SELECT id, {reals} FROM doubles")
-        db.register_model("tumour", estimator, label="y", inputs=_names(x))
-        assert db.runtime(db.model("tumour")).tree_scorer.batches
-        query = (
-            'SELECT id, predicted_y, predicted_y_probs[2].prob, "tumour:score"({columns}) '
-            "FROM ML.PREDICT(MODEL tumour, TABLE {table}, STRUCT(0.3 AS threshold)) ORDER BY id"
-        )
-        by_batch = db.sql(query.format(columns=columns, table="doubles")).fetchall()
-        by_numpy = db.sql(query.format(columns=columns, table="reals")).fetchall()
-    finally:
-        db.close()
+    by_batch, by_numpy = _as_doubles_and_reals(
+        tmp_path,
+        ("tumour", estimator, x),
+        rows,
+        'id, predicted_y, predicted_y_probs[2].prob, "tumour:score"({columns})',
+        ", STRUCT(0.3 AS threshold)",
+        "UPDATE doubles SET f3 = NULL WHERE id % 1000 = 7",
+    )
     assert len(by_batch) == len(by_numpy) == len(rows)
     missing = np.arange(len(rows)) % 1000 == 7
     assert all(r[1:] == (None, None, None) for r, gone in zip(by_batch, missing) if gone)
@@ -676,30 +694,18 @@ def test_ml_predict_of_a_regressor_takes_the_batch_call(tmp_path):
     answer as over REAL columns (the numpy path), and as scikit-learn."""
     x, y = _data(load_diabetes)
     estimator = GradientBoostingRegressor(n_estimators=40, random_state=0).fit(x, y)
-    frame = pd.DataFrame(np.repeat(x, 8, axis=0), columns=_names(x)).astype(np.float64)
-    frame.insert(0, "id", np.arange(len(frame)))
-    columns = ", ".join(_names(x))
-    reals = ", ".join(f"{name}::REAL AS {name}" for name in _names(x))
-    db = sqlml.connect(tmp_path / "regression.duckdb")
-    try:
-        db.con.execute("SET threads = 2")
-        db.con.execute(f"CREATE TABLE doubles AS SELECT id, {columns} FROM frame")
-        db.con.execute(f"CREATE TABLE reals AS SELECT id, {reals} FROM doubles")
-        db.register_model("progression", estimator, label="y", inputs=_names(x))
-        assert db.runtime(db.model("progression")).tree_scorer.batches
-        query = (
-            'SELECT id, predicted_y, variable, "progression:score"({columns}) '
-            "FROM ML.PREDICT(MODEL progression, TABLE {table}) ORDER BY id"
-        )
-        by_batch = db.sql(query.format(columns=columns, table="doubles")).fetchall()
-        by_numpy = db.sql(query.format(columns=columns, table="reals")).fetchall()
-    finally:
-        db.close()
+    rows = np.repeat(x, 8, axis=0)
+    by_batch, by_numpy = _as_doubles_and_reals(
+        tmp_path,
+        ("progression", estimator, x),
+        rows,
+        'id, predicted_y, variable, "progression:score"({columns})',
+    )
     assert by_batch == by_numpy  # the same float32 sums, so the same bits
     predicted = np.asarray([r[1] for r in by_batch])
     np.testing.assert_array_equal([r[3] for r in by_batch], predicted)
     np.testing.assert_array_equal(predicted, np.asarray([r[2] for r in by_batch], np.float32))
-    np.testing.assert_allclose(predicted, estimator.predict(frame[_names(x)]), rtol=1e-5)
+    np.testing.assert_allclose(predicted, estimator.predict(rows), rtol=1e-5)
 
 
 @pytest.mark.skipif(not COMPLETE_SUPPORTED, reason="this CPU has no AVX-512")
